@@ -1,0 +1,34 @@
+"""The project's exception types.
+
+The CLI maps them to exit codes: :class:`UsageError` subclasses (bad input the
+user can fix in a file or an option) exit 2, :class:`CblError` otherwise exits 1.
+Every message is one sentence naming the file, line or key and what was expected.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CblError", "UsageError", "ConfigError", "ProtocolError", "AudioError", "DataRootError"]
+
+
+class CblError(Exception):
+    """A runtime failure with a message meant for the user (CLI exit code 1)."""
+
+
+class UsageError(CblError):
+    """Bad input the user must fix (CLI exit code 2)."""
+
+
+class ConfigError(UsageError, ValueError):
+    """A config or search-space file, or a --set option, is invalid."""
+
+
+class ProtocolError(UsageError, ValueError):
+    """A protocol file is malformed or inconsistent with its audio folder."""
+
+
+class DataRootError(UsageError):
+    """No dataset is configured, or its folder does not exist."""
+
+
+class AudioError(CblError, ValueError):
+    """An audio file is empty, unreadable or holds non-finite samples."""

@@ -1,0 +1,99 @@
+"""YAML reading with line numbers, YAML writing, and atomic file writes.
+
+Only ``yaml.SafeLoader`` is used: YAML holds data, never objects. The loader also
+records the line of every key so that errors can say ``file.yaml:12: ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cbl.errors import ConfigError
+
+__all__ = ["LineMap", "load_yaml", "dump_yaml", "atomic_write_text", "atomic_write_bytes"]
+
+LineMap = dict[str, int]  # dotted key path -> 1-based line number
+
+
+def _collect_lines(node: yaml.Node, prefix: str, out: LineMap) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            dotted = f"{prefix}.{key}" if prefix else key
+            out.setdefault(dotted, key_node.start_mark.line + 1)
+            _collect_lines(value_node, dotted, out)
+
+
+def load_yaml(path: str | os.PathLike[str], *, expect_mapping: bool = True) -> tuple[Any, LineMap]:
+    """Parse a YAML file safely; return (data, line map).
+
+    Raises ConfigError (one line, naming the file and line) for a missing file, a
+    directory, a syntax error, a tag that tries to build an object, an empty file
+    when a mapping is expected, or a top level that is not a mapping.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected a YAML file")
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file")
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read as UTF-8 text ({exc.__class__.__name__})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = (exc.problem or exc.context or "invalid YAML").strip()
+        if "could not determine a constructor" in problem:
+            problem = f"YAML tag not allowed ({problem.split('tag')[-1].strip()}): files hold data only"
+        raise ConfigError(f"{p}{line}: YAML error: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: YAML error: {str(exc).splitlines()[0]}") from None
+    lines: LineMap = {}
+    if node is not None:
+        _collect_lines(node, "", lines)
+    if expect_mapping:
+        if data is None:
+            raise ConfigError(f"{p}: file is empty, expected a mapping of settings")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}:1: expected a mapping of settings at the top level, got {type(data).__name__}")
+    return data, lines
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    A crash leaves either the old file or the new one, never half of one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
