@@ -1,0 +1,221 @@
+"""The bonafide-only cluster metric loss, weighted cross-entropy, and their combinations.
+
+Geometry (embeddings z and centers c_k are unit vectors, s_k = cos(z, c_k)):
+
+* Attraction, bonafide only: ``mean(1 - max_k s_k)`` pulls each bonafide embedding
+  toward its nearest center. Zero when every bonafide lies on a center.
+* Repulsion, spoof only, from **all** centers down to the margin m. With the
+  per-center hinge ``r_k = relu(s_k - m)`` and temperature T,
+
+      rep(z) = T * log(1 + sum_k (exp(r_k / T) - 1))
+
+  This is a smooth maximum whose zero point is right: rep = 0 exactly when every
+  s_k <= m, rep >= max_k r_k always (never under-penalises the nearest center),
+  rep == max_k r_k when a single center is violated, and rep <= max_k r_k + T log K.
+  T -> 0 gives max_k r_k (hinge on the nearest center), T -> inf gives sum_k r_k.
+  A plain T*logsumexp(s/T) - m would exceed the true maximum by up to T log K and
+  keep penalising spoofs that are already beyond the margin; subtracting T log K
+  instead would let a spoof close to one center escape when the others are far.
+  ``repulsion="nearest"`` keeps only the hinge on the nearest center (an option,
+  not the default: it ignores every other center).
+
+There are no spoof clusters. Labels: 1 bonafide, 0 spoof.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cbl.config import LOSS_TYPES, REPULSION_MODES, LossConfig
+from cbl.errors import CblError, ConfigError
+
+__all__ = [
+    "BonafideClusterLoss",
+    "ClusterLossParts",
+    "LossParts",
+    "class_weights_from_labels",
+    "compute_loss",
+    "repulsion_from_similarities",
+]
+
+
+class ClusterLossParts(NamedTuple):
+    total: Tensor  # attraction + alpha * repulsion, scalar
+    attraction: Tensor
+    repulsion: Tensor
+
+
+class LossParts(NamedTuple):
+    """Scalar tensors; parts that do not apply to the loss type or the batch are 0.0."""
+
+    total: Tensor
+    attraction: Tensor
+    repulsion: Tensor
+    ce: Tensor
+
+
+def repulsion_from_similarities(similarities: Tensor, margin: float, temperature: float, mode: str = "all") -> Tensor:
+    """Per-spoof repulsion from cosine similarities to the centers.
+
+    similarities: (N, K) -> (N,), each >= 0 and exactly 0 when all similarities <= margin.
+    """
+    hinge = F.relu(similarities - margin)  # (N, K)
+    if mode == "nearest":
+        return hinge.max(dim=1).values
+    scaled = hinge / temperature
+    # shift by the (detached) row maximum so exp never overflows; the shift cancels exactly
+    shift = scaled.max(dim=1, keepdim=True).values.detach()
+    num_centers = similarities.shape[1]
+    # inner = sum_k exp(r_k/T - M) - (K - 1) exp(-M) >= 1, so the log is always finite
+    inner = torch.exp(scaled - shift).sum(dim=1) - (num_centers - 1) * torch.exp(-shift.squeeze(1))
+    return temperature * (shift.squeeze(1) + torch.log(inner))
+
+
+class BonafideClusterLoss:
+    """Attraction of bonafide embeddings to their nearest center + alpha * repulsion of spoofs from all centers.
+
+    ``__call__(embeddings (B, D), centers (K, D), labels (B,)) -> ClusterLossParts``.
+    Each part is a mean over its own class in the batch (0.0 when the batch has
+    none of that class), so alpha alone sets the balance, whatever the class mix.
+    Centers are treated as constants (they are fitted, not learned).
+    """
+
+    def __init__(
+        self, margin: float = 0.2, temperature: float = 0.1, repulsion: str = "all", alpha: float = 1.0
+    ) -> None:
+        if not -1.0 <= margin <= 1.0:
+            raise ConfigError(f"key 'loss.margin' is {margin!r}, but must be in [-1, 1] (a cosine)")
+        if not temperature > 0:
+            raise ConfigError(f"key 'loss.temperature' is {temperature!r}, but must be > 0")
+        if repulsion not in REPULSION_MODES:
+            options = ", ".join(REPULSION_MODES)
+            raise ConfigError(f"key 'loss.repulsion': unknown value {repulsion!r}, expected one of: {options}")
+        if not alpha >= 0:
+            raise ConfigError(f"key 'loss.alpha' is {alpha!r}, but must be >= 0")
+        self.margin = margin
+        self.temperature = temperature
+        self.repulsion = repulsion
+        self.alpha = alpha
+
+    def __call__(self, embeddings: Tensor, centers: Tensor, labels: Tensor) -> ClusterLossParts:
+        if centers.ndim != 2 or centers.shape[1] != embeddings.shape[-1]:
+            raise CblError(
+                f"centers have shape {tuple(centers.shape)}, expected (K, {embeddings.shape[-1]}) for these embeddings"
+            )
+        # float32 outside autocast: bf16 resolves cosines only to ~0.004, coarse next to a margin
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            z = F.normalize(embeddings.float(), dim=-1)
+            c = F.normalize(centers.detach().to(device=z.device, dtype=torch.float32), dim=-1)
+            similarities = z @ c.T  # (B, K)
+        bonafide = labels.to(z.device).reshape(-1) == 1
+        zero = z.new_zeros(())
+        attraction = (1.0 - similarities[bonafide].max(dim=1).values).mean() if bool(bonafide.any()) else zero
+        spoof = ~bonafide
+        if bool(spoof.any()):
+            per_spoof = repulsion_from_similarities(similarities[spoof], self.margin, self.temperature, self.repulsion)
+            repulsion = per_spoof.mean()
+        else:
+            repulsion = zero
+        return ClusterLossParts(attraction + self.alpha * repulsion, attraction, repulsion)
+
+
+def class_weights_from_labels(labels: Any) -> Tensor:
+    """Inverse-frequency CE weights (2,): index 0 spoof, 1 bonafide; ``w_c = N / (2 N_c)``.
+
+    labels: (N,) of 1 (bonafide) / 0 (spoof), e.g. the whole training protocol.
+    The minority class (bonafide on ASVspoof) gets the larger weight. A class that
+    is absent gets weight 1 (it never appears in a CE term anyway).
+    """
+    labels = torch.as_tensor(labels).reshape(-1)
+    _check_labels(labels)
+    total = labels.numel()
+    counts = torch.stack([(labels == 0).sum(), (labels == 1).sum()]).to(torch.float32)
+    weights = torch.where(counts > 0, total / (2.0 * counts.clamp_min(1.0)), torch.ones_like(counts))
+    return weights
+
+
+def _check_labels(labels: Tensor) -> None:
+    if labels.numel() and bool(((labels != 0) & (labels != 1)).any()):
+        bad = sorted({int(v) for v in labels[(labels != 0) & (labels != 1)].tolist()})[:5]
+        raise CblError(f"labels must be 1 (bonafide) or 0 (spoof), got {bad}")
+
+
+def _ce_weights(loss_config: LossConfig, class_weights: Tensor | None, like: Tensor) -> Tensor:
+    """(2,) weights on ``like``'s device: explicit bonafide weight if configured, else the frequency weights."""
+    if loss_config.ce_bonafide_weight > 0:
+        weights = torch.tensor([1.0, loss_config.ce_bonafide_weight])
+    elif class_weights is None:
+        raise CblError(
+            "weighted CE needs class_weights (2,) [spoof, bonafide], e.g. class_weights_from_labels(train_labels), "
+            "or loss.ce_bonafide_weight > 0"
+        )
+    else:
+        weights = torch.as_tensor(class_weights, dtype=torch.float32).detach().reshape(-1)
+        if weights.numel() != 2 or not bool(torch.isfinite(weights).all()) or not bool((weights > 0).all()):
+            raise CblError(f"class_weights must be 2 positive finite numbers [spoof, bonafide], got {weights.tolist()}")
+    return weights.to(device=like.device, dtype=like.dtype)
+
+
+def compute_loss(
+    output: Any,
+    labels: Tensor,
+    centers: Any,
+    loss_config: LossConfig,
+    class_weights: Tensor | None = None,
+) -> LossParts:
+    """The training loss for ``loss_config.type``.
+
+    output: a ``DetectorOutput`` (embedding (B, D), logits (B, 2)); labels: (B,) 1/0;
+    centers: (K, D) tensor or a ``BonafideCenters`` (needed by the cluster losses);
+    class_weights: (2,) [spoof, bonafide] frequency weights, used unless
+    ``loss.ce_bonafide_weight > 0``.
+
+    * ``cluster_only``: att + alpha * rep
+    * ``combined``: weighted CE + ce_lambda * (att + alpha * rep)
+    * ``ce_only``: weighted CE
+    """
+    if loss_config.type not in LOSS_TYPES:
+        options = ", ".join(LOSS_TYPES)
+        raise ConfigError(f"key 'loss.type': unknown value {loss_config.type!r}, expected one of: {options}")
+    embedding, logits = output.embedding, output.logits
+    labels = labels.to(device=logits.device).long().reshape(-1)
+    _check_labels(labels)
+    zero = logits.new_zeros((), dtype=torch.float32)
+    attraction = repulsion = ce = zero
+    cluster_total = zero
+    if loss_config.type in ("cluster_only", "combined"):
+        center_tensor = _center_tensor(centers)
+        if center_tensor is None:
+            raise CblError(
+                f"loss.type={loss_config.type} needs bonafide centers, but none were given "
+                "(fit them before the first epoch: centers.fit(bonafide_embeddings))"
+            )
+        cluster = BonafideClusterLoss(
+            loss_config.margin, loss_config.temperature, loss_config.repulsion, loss_config.alpha
+        )
+        cluster_total, attraction, repulsion = cluster(embedding, center_tensor, labels)
+    if loss_config.type in ("ce_only", "combined"):
+        weights = _ce_weights(loss_config, class_weights, logits)
+        ce = F.cross_entropy(logits.float(), labels, weight=weights.float())
+    if loss_config.type == "cluster_only":
+        total = cluster_total
+    elif loss_config.type == "ce_only":
+        total = ce
+    else:
+        total = ce + loss_config.ce_lambda * cluster_total
+    return LossParts(total=total, attraction=attraction, repulsion=repulsion, ce=ce)
+
+
+def _center_tensor(centers: Any) -> Tensor | None:
+    """Accept a (K, D) tensor, a ``BonafideCenters`` (its ``.centers``), or None."""
+    if centers is None:
+        return None
+    tensor = getattr(centers, "centers", centers)
+    if tensor is None or not isinstance(tensor, Tensor) or tensor.ndim != 2 or tensor.shape[0] == 0:
+        return None
+    return tensor
+
