@@ -1,0 +1,223 @@
+"""torch datasets and loaders: training crops with RawBoost, evaluation of full utterances or windows.
+
+Reproducibility: every random choice of a training item (crop offset, RawBoost)
+comes from its own generator seeded by ``(seed, epoch, index)``, so an item is
+the same whichever worker loads it and in whatever order; sampling order comes
+from a torch generator seeded by ``(seed, epoch)``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, WeightedRandomSampler
+
+from cbl.config import DataConfig
+from cbl.data.audio import audio_frames, crop_or_tile, fixed_window, load_audio, pad_batch
+from cbl.data.protocols import Record
+from cbl.data.rawboost import apply_rawboost
+from cbl.errors import ProtocolError
+
+__all__ = [
+    "TrainDataset",
+    "EvalDataset",
+    "collate",
+    "class_weights",
+    "make_train_loader",
+    "make_eval_loader",
+    "LengthBucketSampler",
+    "seed_worker",
+]
+
+Item = dict[str, Any]
+
+
+def _derive_seed(*parts: int) -> int:
+    """A 32-bit seed mixed from ``parts`` (SeedSequence: nearby inputs give unrelated seeds)."""
+    return int(np.random.SeedSequence([int(p) & 0xFFFFFFFF for p in parts]).generate_state(1)[0])
+
+
+class TrainDataset(Dataset[Item]):
+    """Training items: audio cropped or tiled to ``data.max_len``, RawBoost ``data.rawboost_algo`` applied.
+
+    Item: ``audio (max_len,) float32 tensor``, ``label int``, ``utt_id``, ``attack``, ``index``.
+    Call :meth:`set_epoch` before each epoch so crops and augmentation change.
+    """
+
+    def __init__(self, records: Sequence[Record], data: DataConfig, seed: int) -> None:
+        self.records = list(records)
+        self.data = data
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Item:
+        record = self.records[index]
+        rng = np.random.default_rng([int(p) & 0xFFFFFFFF for p in (self.seed, self.epoch, index)])
+        audio = crop_or_tile(load_audio(record.path, self.data.sample_rate), self.data.max_len, rng)
+        if self.data.rawboost_algo:
+            audio = apply_rawboost(audio, self.data.rawboost_algo, rng, self.data.sample_rate)
+        return {
+            "audio": torch.from_numpy(audio),
+            "label": record.label,
+            "utt_id": record.utt_id,
+            "attack": record.attack,
+            "index": index,
+        }
+
+
+class EvalDataset(Dataset[Item]):
+    """Evaluation items: the full utterance (``data.eval_mode == 'full'``) or its first
+    ``data.eval_window`` samples, tiled when shorter (``'window'``). No augmentation."""
+
+    def __init__(self, records: Sequence[Record], data: DataConfig) -> None:
+        self.records = list(records)
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def lengths(self) -> list[int]:
+        """Per-item length in samples as the model will see it (from file headers, no decoding)."""
+        if self.data.eval_mode == "window":
+            return [self.data.eval_window] * len(self.records)
+        return [audio_frames(r.path, self.data.sample_rate) for r in self.records]
+
+    def __getitem__(self, index: int) -> Item:
+        record = self.records[index]
+        audio = load_audio(record.path, self.data.sample_rate)
+        if self.data.eval_mode == "window":
+            audio = fixed_window(audio, self.data.eval_window)
+        return {
+            "audio": torch.from_numpy(audio),
+            "label": record.label,
+            "utt_id": record.utt_id,
+            "attack": record.attack,
+            "index": index,
+        }
+
+
+def collate(items: Sequence[Item]) -> dict[str, Any]:
+    """Batch items into ``audio (B, T) float32``, ``attention_mask (B, T) long`` or None when all
+    items have the same length, ``label (B,) long``, ``utt_id``/``attack`` lists, ``index (B,) long``."""
+    signals = [item["audio"] for item in items]
+    if all(s.shape[0] == signals[0].shape[0] for s in signals):
+        audio, mask = torch.stack(signals).float(), None
+    else:
+        audio, mask = pad_batch(signals)
+    return {
+        "audio": audio,
+        "attention_mask": mask,
+        "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
+        "utt_id": [item["utt_id"] for item in items],
+        "attack": [item["attack"] for item in items],
+        "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
+    }
+
+
+def class_weights(records: Sequence[Record]) -> torch.Tensor:
+    """Inverse-frequency class weights ``(2,)``: index 0 spoof, 1 bonafide, mean 1.
+
+    The minority class (bonafide in ASVspoof) gets the larger weight. Raises
+    :class:`ProtocolError` when a class is absent (weighted CE would be undefined).
+    """
+    counts = np.bincount([r.label for r in records], minlength=2).astype(np.float64)
+    if (counts == 0).any():
+        missing = "spoof" if counts[0] == 0 else "bonafide"
+        raise ProtocolError(f"cannot weight classes: the records contain no {missing} utterance")
+    inverse = 1.0 / counts
+    return torch.tensor(inverse / inverse.mean(), dtype=torch.float32)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: seed numpy and ``random`` from torch's per-worker seed.
+
+    Items draw their own randomness from ``(seed, epoch, index)``; this covers anything
+    else a worker might touch.
+    """
+    worker_seed = torch.initial_seed() % 2**32
+    np.random.seed(worker_seed)
+    random.seed(worker_seed)
+
+
+def make_train_loader(
+    records: Sequence[Record],
+    data: DataConfig,
+    *,
+    batch_size: int,
+    seed: int,
+    epoch: int = 0,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+) -> DataLoader:
+    """Shuffled training batches (see :func:`collate`), reproducible for ``(seed, epoch)``.
+
+    With ``data.balanced_sampling`` items are drawn with replacement, bonafide and
+    spoof equally likely (``len(records)`` draws per epoch); otherwise each record
+    once per epoch in a random order. ``data.num_workers`` worker processes.
+    """
+    dataset = TrainDataset(records, data, seed)
+    dataset.set_epoch(epoch)
+    generator = torch.Generator().manual_seed(_derive_seed(seed, epoch))
+    sampler: Sampler[int]
+    if data.balanced_sampling:
+        labels = np.array([r.label for r in dataset.records])
+        counts = np.bincount(labels, minlength=2)
+        weights = torch.as_tensor(1.0 / np.maximum(counts[labels], 1), dtype=torch.double)
+        sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
+    else:
+        sampler = RandomSampler(dataset, generator=generator)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        collate_fn=collate,
+        num_workers=data.num_workers,
+        worker_init_fn=seed_worker if data.num_workers else None,
+        generator=generator,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+    )
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of indices with similar lengths (longest first), so padding stays small.
+
+    Deterministic; every index appears exactly once. The order differs from the
+    protocol's: map results back with the batch's ``utt_id`` or ``index``.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size is {batch_size}, but must be >= 1")
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        self.batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def make_eval_loader(
+    records: Sequence[Record], data: DataConfig, *, batch_size: int, pin_memory: bool = False
+) -> DataLoader:
+    """Evaluation batches bucketed by length (see :class:`LengthBucketSampler`); no augmentation."""
+    dataset = EvalDataset(records, data)
+    return DataLoader(
+        dataset,
+        batch_sampler=LengthBucketSampler(dataset.lengths(), batch_size),
+        collate_fn=collate,
+        num_workers=data.num_workers,
+        worker_init_fn=seed_worker if data.num_workers else None,
+        pin_memory=pin_memory,
+    )
