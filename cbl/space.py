@@ -297,16 +297,32 @@ def _parse_when(r: _Reader, key: str, when: Any) -> tuple[tuple[str, tuple[Any, 
 
 
 def _check_conditions(r: _Reader, spec: SearchSpace) -> None:
-    seen: set[str] = set()
+    """Check every ``when`` names a fixed or searched key; order params so conditions come first.
+
+    File order is kept where it already works; a parameter moves after the keys
+    its condition reads, and a cycle is an error.
+    """
+    searched = {p.key for p in spec.params}
     for param in spec.params:
         for other, _ in param.when:
             if other == param.key:
                 raise r.fail(f"space.{param.key}.when", f"key '{param.key}' cannot depend on itself")
-            if other not in seen and other not in spec.fixed:
+            if other not in searched and other not in spec.fixed:
                 raise r.fail(f"space.{param.key}.when.{other}",
-                             f"'when' of '{param.key}' names '{other}', which is neither fixed nor searched "
-                             "above it; list the keys a condition depends on first")
-        seen.add(param.key)
+                             f"'when' of '{param.key}' names '{other}', which is neither fixed nor searched")
+    ordered: list[Param] = []
+    placed: set[str] = set()
+    pending = list(spec.params)
+    while pending:
+        ready = [p for p in pending if all(o in placed or o not in searched for o, _ in p.when)]
+        if not ready:
+            names = ", ".join(p.key for p in pending)
+            raise r.fail(f"space.{pending[0].key}.when", f"the 'when' conditions of {names} depend on each other "
+                         "in a cycle")
+        ordered.append(ready[0])
+        placed.add(ready[0].key)
+        pending.remove(ready[0])
+    spec.params = ordered
 
 
 def _check_algorithm(r: _Reader, spec: SearchSpace) -> None:

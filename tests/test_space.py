@@ -100,6 +100,15 @@ search: {algorithm: grid, num_samples: 2}
     assert total_trials(spec) == 6
 
 
+def test_condition_order_does_not_depend_on_file_order(tmp_path):
+    spec = load_search_space(write(tmp_path, """
+space:
+  loss.alpha: {choice: [1.0, 2.0], when: {loss.type: [cluster_only]}}
+  loss.type: {choice: [cluster_only, ce_only]}
+"""))
+    assert spec.keys == ["loss.type", "loss.alpha"]
+
+
 def test_when_on_a_fixed_key(tmp_path):
     spec = load_search_space(write(tmp_path, """
 fixed: {loss.type: ce_only}
@@ -131,7 +140,8 @@ search: {algorithm: grid}
         ("space:\n  loss.alpha: 1.0\n", r"must be a mapping like \{choice"),
         ("space:\n  loss.alpha: {choice: [1.0], when: {loss.tpye: [ce_only]}}\n", r"unknown key 'loss\.tpye' \(did you mean 'loss\.type'\?\)"),
         ("space:\n  loss.alpha: {choice: [1.0], when: {loss.type: [cluster]}}\n", r"unknown value 'cluster'"),
-        ("space:\n  loss.alpha: {choice: [1.0], when: {model.pooling: [mean]}}\n", r"names 'model\.pooling', which is neither fixed nor searched above it"),
+        ("space:\n  loss.alpha: {choice: [1.0], when: {model.pooling: [mean]}}\n", r"names 'model\.pooling', which is neither fixed nor searched"),
+        ("space:\n  loss.alpha: {choice: [1.0], when: {loss.margin: [0.1]}}\n  loss.margin: {choice: [0.1], when: {loss.alpha: [1.0]}}\n", r"depend on each other in a cycle"),
         ("space:\n  loss.alpha: {grid: [1.0, 2.0]}\nsearch: {algorithm: optuna}\n", r"uses grid, but search\.algorithm is optuna"),
         ("space:\n  optim.lr: {loguniform: [1.0e-5, 1.0e-3]}\nsearch: {algorithm: grid}\n", r"search\.algorithm is grid, but 'optim\.lr' uses loguniform"),
         ("search: {algorithm: hyperopt}\n", r"'search\.algorithm' is 'hyperopt', expected one of: optuna, random, grid"),

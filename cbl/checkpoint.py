@@ -1,0 +1,94 @@
+"""Checkpoints: one file that rebuilds its own model, written atomically, loaded safely.
+
+A checkpoint holds the model, optimizer, learning-rate step, bonafide centers,
+epoch, best dev EER and its threshold, the torch RNG states and the resolved
+config. Everything in it is a tensor or a plain Python value, so it loads with
+``torch.load(..., weights_only=True)``: a checkpoint from the internet cannot run
+code on the machine that opens it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cbl.config import ExperimentConfig, config_from_dict, config_to_dict
+from cbl.errors import CblError
+from cbl.yamlio import atomic_write_bytes
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_state", "rng_state", "set_rng_state"]
+
+FORMAT_VERSION = 1
+
+
+class CheckpointError(CblError):
+    """A checkpoint is missing, truncated, corrupt, or does not fit its model."""
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        try:
+            torch.cuda.set_rng_state_all(state["cuda"])
+        except (RuntimeError, IndexError):
+            pass  # a different GPU count: CUDA streams re-seed from the torch state
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any], config: ExperimentConfig) -> Path:
+    """Serialise ``payload`` plus the resolved config to ``path`` (temporary name, then rename)."""
+    buffer = io.BytesIO()
+    torch.save({**payload, "config": config_to_dict(config), "format_version": FORMAT_VERSION}, buffer)
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], ExperimentConfig]:
+    """Load a checkpoint safely; return (payload, config). Raises CheckpointError naming the file."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise CheckpointError(f"{p}: folder holds no best.pt or last.pt checkpoint")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found")
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle error, foreign file
+        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{p}: not a readable cbl checkpoint (truncated or corrupt?): {reason}") from None
+    if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
+        raise CheckpointError(f"{p}: not a cbl checkpoint (no model state or config inside)")
+    try:
+        config = config_from_dict(payload["config"])
+    except CblError as exc:
+        raise CheckpointError(f"{p}: its config does not load with this version of cbl: {exc}") from None
+    return payload, config
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict load that names every mismatched key instead of a silent partial load."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or shapes:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(f"{source}: checkpoint does not fit the model ({'; '.join(parts)})")
+    model.load_state_dict(state, strict=True)

@@ -1,0 +1,240 @@
+"""Scoring with a saved checkpoint: protocols and splits (resumable), and arbitrary audio files.
+
+Long scoring jobs (the 611k utterances of ASVspoof 2021 DF) append each batch's
+scores to ``<out>.partial`` and fsync it regularly; a rerun after a crash reads
+what is there and scores only the rest. The final score file is written under a
+temporary name and renamed, so it is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from cbl.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from cbl.config import ExperimentConfig
+from cbl.errors import CblError, UsageError
+
+__all__ = ["LoadedModel", "EvalResult", "load_model", "score_records", "evaluate_records", "score_audio_files", "records_for",
+           "expand_audio_paths"]
+
+_PARTIAL_HEADER = "# cbl partial scores"
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from the config its checkpoint carries, with its centers and threshold."""
+
+    model: torch.nn.Module
+    centers: Any
+    config: ExperimentConfig
+    threshold: float
+    epoch: int
+    path: Path
+    device: torch.device
+    norm: Any = None  # ZNormStats for loss.score=sum, from the dev split at training time
+
+
+@dataclass
+class EvalResult:
+    utt_ids: list[str]
+    scores: np.ndarray
+    labels: np.ndarray
+    attacks: list[str]
+    eer: float | None = None
+    threshold: float | None = None
+    attack_rows: list[Any] = field(default_factory=list)
+    negated_eer: float | None = None
+
+    @property
+    def sign_suspicious(self) -> bool:
+        """True when negating the scores would give a clearly lower EER (a swapped label or score sign)."""
+        return self.eer is not None and self.negated_eer is not None and self.negated_eer < self.eer - 1e-9
+
+
+def load_model(path: str | os.PathLike[str], *, device: str = "auto", threads: int | None = None) -> LoadedModel:
+    """Rebuild the detector and its centers from a checkpoint (strict: mismatched keys are an error)."""
+    from cbl.centers import build_centers
+    from cbl.model import build_model
+    from cbl.train import pick_device, set_threads
+
+    payload, config = load_checkpoint(path)
+    if device != "auto":
+        config.train.device = device
+    set_threads(config, threads)
+    dev = pick_device(config)
+    model = build_model(config.model)
+    load_model_state(model, payload["model"], str(path))
+    model.to(dev).eval()
+    centers = None
+    if config.loss.type != "ce_only":
+        centers = build_centers(config.centers, config.loss.num_clusters, config.model.embedding_dim)
+        if not payload.get("centers"):
+            raise CheckpointError(f"{path}: a {config.loss.type} checkpoint without bonafide centers")
+        centers.load_state_dict(payload["centers"])
+    threshold = float(payload.get("best_threshold", payload.get("threshold", 0.0)))
+    norm = None
+    if payload.get("score_norm"):
+        from cbl.metrics import ZNormStats
+
+        norm = ZNormStats(**payload["score_norm"])
+    return LoadedModel(model, centers, config, threshold, int(payload.get("epoch", -1)) + 1, Path(path), dev, norm)
+
+
+def _read_partial(partial: Path, signature: str) -> dict[str, float]:
+    if not partial.is_file():
+        return {}
+    lines = partial.read_text(encoding="utf-8").splitlines()
+    if not lines or lines[0] != f"{_PARTIAL_HEADER} {signature}":
+        return {}  # scores of another checkpoint or protocol: start over
+    done: dict[str, float] = {}
+    for line in lines[1:]:
+        parts = line.split()
+        if len(parts) == 2:  # a torn last line (crash mid-write) is simply scored again
+            try:
+                done[parts[0]] = float(parts[1])
+            except ValueError:
+                continue
+    return done
+
+
+def score_records(
+    loaded: LoadedModel,
+    records: Sequence[Any],
+    *,
+    batch_size: int | None = None,
+    partial: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    fsync_every: int = 20,
+) -> np.ndarray:
+    """Scores (higher = bonafide) for ``records`` in order; resumes from ``partial`` when given."""
+    from cbl.data import make_eval_loader
+    from cbl.train import _embed, score_embeddings
+
+    config = loaded.config
+    signature = f"{loaded.path.resolve()} {len(records)} {config.data.eval_mode} {config.data.eval_window}"
+    done = _read_partial(partial, signature) if partial is not None else {}
+    todo = [r for r in records if r.utt_id not in done]
+    handle = None
+    if partial is not None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not done
+        handle = open(partial, "w" if fresh else "a", encoding="utf-8")
+        if fresh:
+            handle.write(f"{_PARTIAL_HEADER} {signature}\n")
+    try:
+        batch = batch_size or config.train.eval_batch_size
+        # one loader per chunk keeps the partial file in step with what has been scored
+        chunk = batch * fsync_every
+        for start in range(0, len(todo), chunk):
+            part = todo[start : start + chunk]
+            loader = make_eval_loader(part, config.data, batch_size=batch)
+            outputs = _embed(loaded.model, loader, config, loaded.device)
+            scores = score_embeddings(outputs, loaded.centers, config, loaded.norm)
+            for utt, score in zip(outputs["utt_id"], scores):
+                done[utt] = float(score)
+                if handle is not None:
+                    handle.write(f"{utt} {float(score)!r}\n")
+            if handle is not None:
+                handle.flush()
+                os.fsync(handle.fileno())
+            if progress is not None:
+                progress(len(done), len(records))
+    finally:
+        if handle is not None:
+            handle.close()
+    return np.array([done[r.utt_id] for r in records], dtype=np.float64)
+
+
+def evaluate_records(
+    loaded: LoadedModel,
+    records: Sequence[Any],
+    out: Path,
+    *,
+    style: str = "2021",
+    batch_size: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Score ``records``, write the score file atomically, and compute EER + per-attack EER when labels exist."""
+    from cbl.metrics import compute_eer, per_attack_eer, write_score_file
+
+    partial = out.with_name(out.name + ".partial")
+    scores = score_records(loaded, records, batch_size=batch_size, partial=partial, progress=progress)
+    ids = [r.utt_id for r in records]
+    labels = np.array([r.label for r in records], dtype=np.int64)
+    attacks = [r.attack for r in records]
+    keys = ["bonafide" if label == 1 else "spoof" for label in labels]
+    write_score_file(out, ids, scores, attacks=attacks, keys=keys, style=style)
+    partial.unlink(missing_ok=True)
+    result = EvalResult(ids, scores, labels, attacks)
+    if (labels == 1).any() and (labels == 0).any():
+        result.eer, result.threshold = compute_eer(scores[labels == 1], scores[labels == 0])
+        result.negated_eer, _ = compute_eer(-scores[labels == 1], -scores[labels == 0])
+        result.attack_rows = per_attack_eer(scores, labels, attacks)
+    return result
+
+
+def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[Path, float]]:
+    """Score arbitrary audio files (any rate, mono or stereo) one by one, as the model was evaluated."""
+    from cbl.data.audio import fixed_window, load_audio
+    from cbl.train import _autocast, score_embeddings
+
+    config = loaded.config
+    results = []
+    with torch.no_grad():
+        for path in paths:
+            audio = load_audio(path, config.data.sample_rate)
+            if config.data.eval_mode == "window":
+                audio = fixed_window(audio, config.data.eval_window)
+            with _autocast(config, loaded.device):
+                out = loaded.model(torch.from_numpy(np.ascontiguousarray(audio))[None].to(loaded.device), None)
+            outputs = {"embedding": out.embedding.float().cpu(), "logits": out.logits.float().cpu()}
+            score = float(score_embeddings(outputs, loaded.centers, config, loaded.norm)[0])
+            if not math.isfinite(score):
+                raise CblError(f"{path}: the model produced a non-finite score")
+            results.append((Path(path), score))
+    return results
+
+
+def records_for(config: ExperimentConfig, split: str | None, protocol: Path | None, audio_dir: Path | None,
+                corpus: str | None) -> list[Any]:
+    """The records of a split of the config's corpus, or of an explicit protocol file of format ``corpus``."""
+    from cbl.data import load_split
+    from cbl.data import protocols as readers
+
+    if protocol is None:
+        return load_split(config.data, split or "eval")
+    if audio_dir is None:
+        raise UsageError("--protocol needs --audio-dir (the folder its utterance ids point into)")
+    kind = corpus or config.data.corpus
+    skip = config.data.skip_missing
+    if kind == "asvspoof2019_la" or kind == "demo":
+        return readers.read_asvspoof2019(protocol, audio_dir, skip_missing=skip)
+    if kind in ("asvspoof2021_la", "asvspoof2021_df"):
+        return readers.read_asvspoof2021(protocol, audio_dir, track=kind[-2:], skip_missing=skip)
+    if kind == "in_the_wild":
+        return readers.read_in_the_wild(protocol, audio_dir, skip_missing=skip)
+    return readers.read_folder_protocol(protocol, audio_dir, skip_missing=skip)
+
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
+
+
+def expand_audio_paths(items: Sequence[Path]) -> list[Path]:
+    """Files as given; folders expanded (recursively, sorted) to the audio files inside."""
+    out: list[Path] = []
+    for item in items:
+        if item.is_dir():
+            found = sorted(p for p in item.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+            if not found:
+                raise CblError(f"{item}: folder holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
+            out.extend(found)
+        else:
+            out.append(item)
+    return out

@@ -1,0 +1,66 @@
+"""Reporters for a single run: a one-line summary per epoch and TensorBoard event files.
+
+(A sweep's trials report through ``tune.report`` instead: see :mod:`cbl.search`.)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from cbl.config import ExperimentConfig, config_to_dict
+
+__all__ = ["ConsoleReporter", "format_epoch_line", "flat_hparams"]
+
+
+def format_epoch_line(metrics: dict[str, Any], epochs: int) -> str:
+    """``epoch 3/10  dev EER 12.50% (best 11.20% @2)  loss 0.4312 (att 0.12 rep 0.31 ce 0.00)  8.1s``."""
+    line = (
+        f"epoch {metrics['epoch']}/{epochs}  dev EER {100 * metrics['dev_eer']:.2f}% "
+        f"(best {100 * metrics['best_dev_eer']:.2f}% @{metrics['best_epoch']})  "
+        f"loss {metrics['train_loss']:.4f} (att {metrics['train_attraction']:.3f} "
+        f"rep {metrics['train_repulsion']:.3f} ce {metrics['train_ce']:.3f})  "
+        f"{metrics['epoch_seconds']:.1f}s"
+    )
+    return line
+
+
+def flat_hparams(config: ExperimentConfig) -> dict[str, Any]:
+    """Dotted key -> value, for TensorBoard's HParams dashboard."""
+    return {
+        f"{section}.{name}": value
+        for section, fields in config_to_dict(config).items()
+        for name, value in fields.items()
+    }
+
+
+class ConsoleReporter:
+    """Prints one line per epoch and writes every numeric metric to TensorBoard under ``run_dir``."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: Path, echo: Callable[[str], None] = print) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.config = config
+        self.echo = echo
+        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.last: dict[str, Any] = {}
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        step = int(metrics["epoch"])
+        for key, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+        self.last = metrics
+        self.echo(format_epoch_line(metrics, self.config.train.epochs))
+
+    def close(self) -> None:
+        """Write the run's hparams with its final metrics (one row in the HParams dashboard)."""
+        if self.last:
+            self.writer.add_hparams(
+                flat_hparams(self.config),
+                {"hparam/best_dev_eer": self.last["best_dev_eer"], "hparam/dev_eer": self.last["dev_eer"]},
+                run_name=".",
+            )
+        self.writer.close()

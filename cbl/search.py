@@ -1,0 +1,300 @@
+"""A sweep: search-space file -> Ray Tune Tuner (Optuna TPE / random / grid, ASHA, resources, storage, resume).
+
+The trainable is a thin wrapper over :func:`cbl.train.fit`: each trial trains in
+its own folder of the experiment (``trials/<trial_id>/``) and reports once per
+epoch. Trials keep their checkpoints there rather than in Ray's checkpoint
+registry: Ray's experiment snapshot can be older than a trial's newest
+checkpoint (it is written every few seconds), and after a SIGKILL a trial then
+restarts from an older one, or from scratch. A trial that finds ``last.pt`` in its
+own folder continues from it, so a resume loses at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from cbl.errors import CblError, UsageError
+from cbl.space import SearchSpace, expand_grid, parse_search_space, suggest, total_trials
+from cbl.sweep_store import SWEEP_FILE, trial_dir, write_sweep, write_trial_state
+
+__all__ = ["SweepSettings", "prepare_sweep", "run_sweep", "start_ray", "quiet_ray_environment"]
+
+_QUIET_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+}
+
+
+def quiet_ray_environment() -> None:
+    """Keep Ray's console output out of the user's way (our own trial lines instead)."""
+    for key, value in _QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+quiet_ray_environment()  # before Ray is imported: some of these are read at import time
+from ray.tune import Callback  # noqa: E402
+
+
+@dataclass
+class SweepSettings:
+    """Everything a trial (and ``resume``) needs to rebuild its config: plain data, JSON-safe."""
+
+    space_data: dict[str, Any]  # the search-space file as parsed YAML
+    space_source: str
+    demo: bool
+    set_options: list[str]
+    experiment_dir: str
+    num_samples: int
+
+    def space(self) -> SearchSpace:
+        spec = parse_search_space(self.space_data, source=self.space_source, demo=self.demo)
+        spec.num_samples = self.num_samples
+        return spec
+
+    def trial_config(self, sampled: dict[str, Any]):
+        """Defaults -> fixed -> demo profile -> sampled -> --set (cbl.profiles order)."""
+        from cbl.config import apply_overrides
+        from cbl.profiles import resolve_config
+
+        spec = self.space()
+        config = apply_overrides(resolve_config(None), spec.fixed, source=self.space_source)
+        if self.demo:
+            from cbl.profiles import DEMO_OVERRIDES
+
+            config = apply_overrides(config, DEMO_OVERRIDES, source="--demo")
+        config = apply_overrides(config, sampled, source="search space")
+        if self.set_options:
+            from cbl.config import parse_set_options
+
+            config = apply_overrides(config, parse_set_options(self.set_options), source="--set", from_string=True)
+        return config
+
+
+def prepare_sweep(space_path: Path, *, demo: bool, set_options: list[str], storage: Path,
+                  name: str | None, num_samples: int | None) -> tuple[SweepSettings, SearchSpace]:
+    """Validate everything before Ray starts; return the settings and the parsed space."""
+    from cbl.yamlio import load_yaml
+
+    data, lines = load_yaml(space_path, expect_mapping=True)
+    spec = parse_search_space(data, source=str(space_path), lines=lines, demo=demo)
+    if name is not None:
+        data = {**data, "name": name}
+        spec = parse_search_space(data, source=str(space_path), lines=lines, demo=demo)
+    if num_samples is not None:
+        if num_samples < 1:
+            raise UsageError(f"--num-samples is {num_samples}, but must be >= 1")
+        spec.num_samples = num_samples
+    settings = SweepSettings(space_data=data, space_source=str(space_path), demo=demo,
+                             set_options=list(set_options), experiment_dir=str(storage / spec.name),
+                             num_samples=spec.num_samples)
+    # every trial's config must resolve: check the fixed part and one point of each value now
+    base = settings.trial_config({})
+    if spec.algorithm == "grid":
+        for point in expand_grid(spec):
+            settings.trial_config(point)
+    else:
+        for p in spec.params:
+            for value in p.values or (p.low, p.high):
+                settings.trial_config({p.key: value})
+    # the data must be there before any trial starts (and the demo corpus generated once, here)
+    from cbl.data import load_split
+
+    for split in ("train", "dev"):
+        load_split(base.data, split)
+    if spec.scheduler == "asha" and base.train.epochs < spec.grace_period:
+        raise UsageError(f"{space_path}: train.epochs ({base.train.epochs}) is below scheduler.grace_period "
+                         f"({spec.grace_period}); ASHA could never stop a trial")
+    return settings, spec
+
+
+# --------------------------------------------------------------------------- the trial
+class _TuneReporter:
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        from ray import tune
+
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+
+
+def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
+    """Ray Tune function trainable: one trial = one :func:`cbl.train.fit` in ``trials/<trial_id>``."""
+    from ray import tune
+
+    from cbl.asha import was_stopped
+    from cbl.train import fit
+
+    sweep = SweepSettings(**settings)
+    context = tune.get_context()
+    trial_id = context.get_trial_id()
+    experiment_dir = Path(sweep.experiment_dir)
+    path = trial_dir(experiment_dir, trial_id)
+    if was_stopped(experiment_dir, trial_id):
+        return  # ASHA stopped it before the interruption: keep that decision, train nothing more
+    sampled = dict(config)
+    write_trial_state(path, trial_id=trial_id, params=sampled, state="running", error="")
+    resources = context.get_trial_resources()
+    cpus = resources.required_resources.get("CPU", 1) if resources is not None else 1
+    try:
+        result = fit(sweep.trial_config(sampled), _TuneReporter(), path, cpus=cpus)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        write_trial_state(path, state="error", error=reason)
+        raise
+    write_trial_state(path, state="finished", best_dev_eer=result.best_dev_eer, best_epoch=result.best_epoch)
+
+
+# --------------------------------------------------------------------------- driver side
+def start_ray(address: str | None, spec: SearchSpace) -> dict[str, float]:
+    """Start a private local Ray (or join ``address``); fail early when a trial cannot fit the cluster."""
+    quiet_ray_environment()
+    import ray
+
+    if ray.is_initialized():
+        resources = ray.cluster_resources()
+    else:
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
+                                  "logging_level": "ERROR"}
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(address="local", object_store_memory=256 * 1024**2, **kwargs)
+        resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if spec.gpu > 0 and gpus == 0:
+        raise CblError(f"{spec.source}: resources.gpu is {spec.gpu} per trial, but the Ray cluster has no GPU "
+                       "(set resources.gpu: 0, or run where a GPU is visible)")
+    if spec.gpu > gpus:
+        raise CblError(f"{spec.source}: resources.gpu is {spec.gpu} per trial, but the cluster has {gpus:g} GPU(s)")
+    if spec.cpu > cpus:
+        raise CblError(f"{spec.source}: resources.cpu is {spec.cpu:g} per trial, but the cluster has {cpus:g} CPU(s)")
+    return resources
+
+
+class TrialLines(Callback):
+    """Driver callback: one line per epoch result and per ended trial, and trial states on disk.
+
+    Ray marks a trial that ASHA stopped early TERMINATED like a finished one; the
+    epoch count tells them apart (``stopped`` below ``max_t``).
+    """
+
+    def __init__(self, experiment_dir: str, total: int, max_t: int) -> None:
+        self.experiment_dir = Path(experiment_dir)
+        self.total = total
+        self.max_t = max_t
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in (trial.config or {}).items())
+        _echo(f"[{trial.trial_id}] epoch {result.get('epoch', '?')}/{self.max_t}  dev EER "
+              f"{100 * result.get('dev_eer', math.nan):.2f}%  ({params})")
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        path = trial_dir(self.experiment_dir, trial.trial_id)
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        state = "finished" if epochs >= self.max_t else "stopped"
+        if path.exists():
+            write_trial_state(path, state=state)
+        done = sum(t is trial or t.status in ("TERMINATED", "ERROR") for t in trials)
+        _echo(f"[{trial.trial_id}] {state} after {epochs} epoch(s)  ({done}/{self.total} trials ended)")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        path = trial_dir(self.experiment_dir, trial.trial_id)
+        reason = "see the trial's error.txt in Ray's trial folder"
+        if path.exists():
+            write_trial_state(path, state="error")
+            reason = json.loads((path / "trial.json").read_text()).get("error") or reason
+        _echo(f"[{trial.trial_id}] error: {reason}")
+
+
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _build_tuner(settings: SweepSettings, spec: SearchSpace):
+    import optuna
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    from cbl.asha import PersistentASHA
+
+    experiment_dir = Path(settings.experiment_dir)
+    max_t = spec.max_t or settings.trial_config({}).train.epochs
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if spec.algorithm == "grid":
+        points = [point for point in expand_grid(spec) for _ in range(spec.num_samples)]
+        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=spec.max_concurrent)
+    else:
+        sampler = (optuna.samplers.TPESampler(seed=spec.seed) if spec.algorithm == "optuna"
+                   else optuna.samplers.RandomSampler(seed=spec.seed))
+        search_alg = OptunaSearch(space=_DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler)
+    scheduler = None
+    if spec.scheduler == "asha":
+        scheduler = PersistentASHA(str(experiment_dir), max_t=max_t, grace_period=spec.grace_period,
+                                   reduction_factor=spec.reduction_factor)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=asdict(settings)),
+                                    {"cpu": spec.cpu, "gpu": spec.gpu})
+    total = total_trials(spec)
+    tune_config = tune.TuneConfig(
+        metric=spec.metric, mode=spec.mode, search_alg=search_alg, scheduler=scheduler,
+        num_samples=total if spec.algorithm == "grid" else spec.num_samples,
+        max_concurrent_trials=(spec.max_concurrent or None) if spec.algorithm != "grid" else None,
+        trial_dirname_creator=_trial_dirname,
+    )
+    run_config = tune.RunConfig(
+        name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=0,
+        callbacks=[TrialLines(str(experiment_dir), total, max_t)],
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+    )
+    return trainable, tune_config, run_config
+
+
+def _trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+class _DefineByRun:
+    """Picklable define-by-run space for OptunaSearch (survives tuner.pkl / searcher-state)."""
+
+    def __init__(self, spec: SearchSpace) -> None:
+        self.spec = spec
+
+    def __call__(self, trial: Any) -> None:
+        suggest(trial, self.spec)
+        return None
+
+
+def run_sweep(settings: SweepSettings, spec: SearchSpace, *, address: str | None, resume: bool,
+              retry_errored: bool = False) -> None:
+    """Run (or resume) the sweep to completion; returns when every trial has ended."""
+    start_ray(address, spec)
+    from ray import tune
+
+    experiment_dir = Path(settings.experiment_dir)
+    trainable, tune_config, run_config = _build_tuner(settings, spec)
+    if resume and tune.Tuner.can_restore(str(experiment_dir)):
+        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=retry_errored, restart_errored=False)
+    else:
+        tuner = tune.Tuner(trainable, param_space={}, tune_config=tune_config, run_config=run_config)
+    sweep = {"settings": asdict(settings), "state": "running", "started": time.time(),
+             "total_trials": total_trials(spec)}
+    write_sweep(experiment_dir, sweep)
+    tuner.fit()
+    sys.stdout.flush()
+
+
+__all__ += ["SWEEP_FILE", "run_trial"]

@@ -1,0 +1,153 @@
+"""What a sweep leaves on disk, read without Ray: trials, their states and metrics, the best one.
+
+Layout of an experiment folder (``<storage>/<name>/``)::
+
+    sweep.json               how the sweep was started (space file, --demo, --set, trial count), its state
+    scheduler_state.json     ASHA's rungs and stopped trials (cbl.asha)
+    trials/<trial_id>/       one folder per trial, written by the trial itself:
+        trial.json           sampled parameters, state (running|finished|stopped|error), error reason
+        config.yaml          the trial's resolved config
+        metrics.jsonl        one line per epoch
+        checkpoints/{last,best}.pt
+    trial_<trial_id>/        Ray's own trial folder (TensorBoard events, progress.csv, params.json)
+    best_config.yaml         the best trial's resolved config (after the sweep)
+    final_eval/              scores and summary of the final evaluation
+    tuner.pkl, experiment_state-*.json, searcher-state-*.pkl   Ray's state for resume
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cbl.errors import UsageError
+from cbl.yamlio import atomic_write_text
+
+__all__ = ["TrialInfo", "SWEEP_FILE", "read_sweep", "write_sweep", "read_trials", "write_trial_state",
+           "best_trial", "format_status_table", "require_experiment"]
+
+SWEEP_FILE = "sweep.json"
+TRIALS_DIR = "trials"
+
+
+@dataclass
+class TrialInfo:
+    trial_id: str
+    params: dict[str, Any]
+    state: str
+    epochs: int
+    best_dev_eer: float
+    best_epoch: int
+    last_dev_eer: float
+    error: str
+    path: Path
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "best.pt"
+
+
+def require_experiment(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not (p / SWEEP_FILE).is_file():
+        raise UsageError(f"{p}: not a cbl experiment folder (no {SWEEP_FILE}); give the folder `run` created")
+    return p
+
+
+def read_sweep(experiment_dir: Path) -> dict[str, Any]:
+    return json.loads((experiment_dir / SWEEP_FILE).read_text())
+
+
+def write_sweep(experiment_dir: Path, data: dict[str, Any]) -> None:
+    atomic_write_text(experiment_dir / SWEEP_FILE, json.dumps(data, indent=2))
+
+
+def trial_dir(experiment_dir: Path, trial_id: str) -> Path:
+    return experiment_dir / TRIALS_DIR / trial_id
+
+
+def write_trial_state(path: Path, **fields: Any) -> None:
+    """Merge ``fields`` into ``trial.json`` (atomic)."""
+    file = path / "trial.json"
+    data = json.loads(file.read_text()) if file.is_file() else {}
+    data.update(fields)
+    path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(file, json.dumps(data, indent=2, sort_keys=True))
+
+
+def read_trials(experiment_dir: Path) -> list[TrialInfo]:
+    """Every trial that has started, with its state and metrics (works while a sweep runs)."""
+    from cbl.train import read_history
+
+    root = experiment_dir / TRIALS_DIR
+    out: list[TrialInfo] = []
+    if not root.is_dir():
+        return out
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        try:
+            meta = json.loads((path / "trial.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        history = read_history(path)
+        eers = [h["dev_eer"] for h in history]
+        best = min(range(len(eers)), key=eers.__getitem__) if eers else -1
+        out.append(TrialInfo(
+            trial_id=path.name,
+            params=meta.get("params", {}),
+            state=meta.get("state", "pending"),
+            epochs=len(history),
+            best_dev_eer=eers[best] if eers else math.nan,
+            best_epoch=history[best]["epoch"] if eers else 0,
+            last_dev_eer=eers[-1] if eers else math.nan,
+            error=meta.get("error", ""),
+            path=path,
+            history=history,
+        ))
+    return out
+
+
+def _sort_key(trial: TrialInfo, mode: str) -> tuple[int, float]:
+    if math.isnan(trial.best_dev_eer):
+        return (1, 0.0)
+    return (0, trial.best_dev_eer if mode == "min" else -trial.best_dev_eer)
+
+
+def best_trial(trials: list[TrialInfo], mode: str = "min") -> TrialInfo | None:
+    """The trial with the best dev EER at any epoch, among those with a best checkpoint."""
+    ranked = sorted((t for t in trials if t.best_checkpoint.is_file() and not math.isnan(t.best_dev_eer)),
+                    key=lambda t: _sort_key(t, mode))
+    return ranked[0] if ranked else None
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int | None = None) -> str:
+    """A plain-text table of trials sorted by best dev EER."""
+    keys = sorted({k for t in trials for k in t.params})
+    header = ["trial", "state", "epochs", "best dev EER", "@epoch", *keys]
+    rows = [header]
+    for t in sorted(trials, key=lambda t: _sort_key(t, mode)):
+        eer = "-" if math.isnan(t.best_dev_eer) else f"{100 * t.best_dev_eer:.2f}%"
+        rows.append([t.trial_id, t.state, str(t.epochs), eer, str(t.best_epoch) if t.epochs else "-",
+                     *(_fmt(t.params[k]) if k in t.params else "-" for k in keys)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    counts: dict[str, int] = {}
+    for t in trials:
+        counts[t.state] = counts.get(t.state, 0) + 1
+    summary = ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
+    of = f" of {total}" if total else ""
+    lines.append(f"{len(trials)}{of} trials started: {summary or 'none'}")
+    errors = [t for t in trials if t.state == "error" and t.error]
+    for t in errors:
+        lines.append(f"  {t.trial_id} error: {t.error}")
+    return "\n".join(lines)

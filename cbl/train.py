@@ -1,0 +1,337 @@
+"""One training run: ``fit(config, reporter, run_dir)``.
+
+The same code trains a single ``cbl-search train`` run and every trial of a
+sweep; only the reporter differs (console + TensorBoard, or ``tune.report``).
+Per epoch, in named phases: train (collecting detached bonafide embeddings on the
+way), refresh the centers from those embeddings (no extra pass), score dev,
+compute dev EER, checkpoint (last, and best by dev EER), report.
+
+``run_dir`` holds ``checkpoints/last.pt``, ``checkpoints/best.pt``,
+``metrics.jsonl`` and ``config.yaml``. When ``last.pt`` exists, ``fit`` resumes
+from it and reaches the same result as an uninterrupted run: data order and
+augmentation are functions of (seed, epoch, index), the learning rate a pure
+function of the step, and the torch RNG state is in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from cbl.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from cbl.config import ExperimentConfig, save_config
+from cbl.errors import CblError
+
+__all__ = ["FitResult", "Reporter", "TrainingDiverged", "fit", "learning_rate_scale", "pick_device", "set_threads"]
+
+
+class TrainingDiverged(CblError):
+    """The loss became NaN or infinite."""
+
+
+class Reporter(Protocol):
+    """Receives one report per epoch. ``checkpoint_dir`` holds last.pt (and best.pt)."""
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None: ...
+
+
+@dataclass
+class FitResult:
+    best_dev_eer: float
+    best_epoch: int
+    epochs_run: int
+    run_dir: Path
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "best.pt"
+
+
+def learning_rate_scale(step: int, steps_per_epoch: int, config: ExperimentConfig) -> float:
+    """Multiplier on the base learning rates at optimizer step ``step`` (linear warm-up, then cosine or constant)."""
+    total = max(1, steps_per_epoch * config.train.epochs)
+    warmup = steps_per_epoch * config.optim.warmup_epochs
+    if step < warmup:
+        return (step + 1) / warmup
+    if config.optim.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def pick_device(config: ExperimentConfig) -> torch.device:
+    if config.train.device == "cuda" and not torch.cuda.is_available():
+        raise CblError("train.device is cuda, but no CUDA device is visible (use train.device=auto or cpu)")
+    if config.train.device == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def set_threads(config: ExperimentConfig, cpus: float | None) -> int:
+    """torch threads = train.num_threads, else the run's CPU allotment (a trial's ``resources.cpu``)."""
+    if config.train.num_threads:
+        threads = config.train.num_threads
+    elif cpus:
+        threads = max(1, int(cpus))
+    else:
+        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def _uses_centers(config: ExperimentConfig) -> bool:
+    return config.loss.type != "ce_only"
+
+
+def _autocast(config: ExperimentConfig, device: torch.device):
+    if device.type == "cuda" and config.train.bf16:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def _embed(model, loader, config: ExperimentConfig, device: torch.device) -> dict[str, Any]:
+    """Forward a loader in eval mode; return embeddings, logits, labels, ids, attacks (CPU tensors)."""
+    model.eval()
+    embeddings, logits, labels, ids, attacks = [], [], [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            mask = batch["attention_mask"]
+            with _autocast(config, device):
+                out = model(batch["audio"].to(device), None if mask is None else mask.to(device))
+            embeddings.append(out.embedding.float().cpu())
+            logits.append(out.logits.float().cpu())
+            labels.append(batch["label"])
+            ids.extend(batch["utt_id"])
+            attacks.extend(batch["attack"])
+    return {
+        "embedding": torch.cat(embeddings) if embeddings else torch.empty(0),
+        "logits": torch.cat(logits) if logits else torch.empty(0),
+        "label": torch.cat(labels) if labels else torch.empty(0, dtype=torch.long),
+        "utt_id": ids,
+        "attack": attacks,
+    }
+
+
+def score_embeddings(outputs: dict[str, Any], centers, config: ExperimentConfig, norm=None) -> np.ndarray:
+    """Detection scores (higher = bonafide) for outputs of :func:`_embed`.
+
+    ``norm`` (a :class:`cbl.metrics.ZNormStats`) is needed for ``loss.score=sum``;
+    see :func:`score_norm`.
+    """
+    from cbl.metrics import score_from_output
+    from cbl.model import DetectorOutput
+
+    output = DetectorOutput(embedding=outputs["embedding"], logits=outputs["logits"])
+    center_tensor = centers.centers if centers is not None else None
+    return score_from_output(output, center_tensor, config.loss, norm).numpy()
+
+
+def score_norm(outputs: dict[str, Any], centers, config: ExperimentConfig):
+    """Z-normalisation statistics from a reference split (dev), or None when the score rule needs none."""
+    if not (config.loss.type == "combined" and config.loss.score == "sum"):
+        return None
+    from cbl.metrics import ZNormStats, score_components
+    from cbl.model import DetectorOutput
+
+    output = DetectorOutput(embedding=outputs["embedding"], logits=outputs["logits"])
+    components = score_components(output, centers.centers if centers is not None else None)
+    return ZNormStats.from_components(components["cluster"], components["ce"])
+
+
+def fit(
+    config: ExperimentConfig,
+    reporter: Reporter | None,
+    run_dir: str | os.PathLike[str],
+    *,
+    cpus: float | None = None,
+    progress: bool = False,
+) -> FitResult:
+    """Train one configuration to ``train.epochs``; resume from ``run_dir`` when it holds last.pt."""
+    from cbl.centers import build_centers, cluster_stats
+    from cbl.data import class_weights, load_split, make_eval_loader, make_train_loader
+    from cbl.losses import compute_loss
+    from cbl.metrics import compute_eer
+    from cbl.model import build_model, param_groups
+
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    set_threads(config, cpus)
+    device = pick_device(config)
+    torch.manual_seed(config.train.seed)
+
+    # ---- data
+    train_records = load_split(config.data, "train")
+    dev_records = load_split(config.data, "dev")
+    weights = class_weights(train_records).to(device)
+    pin = device.type == "cuda"
+    dev_loader = make_eval_loader(dev_records, config.data, batch_size=config.train.eval_batch_size, pin_memory=pin)
+
+    # ---- model, optimizer, centers
+    model = build_model(config.model).to(device)
+    groups = param_groups(model, config.optim)
+    base_lrs = [g["lr"] for g in groups]
+    optimizer = torch.optim.AdamW(groups)
+    centers = build_centers(config.centers, config.loss.num_clusters, config.model.embedding_dim) if _uses_centers(config) else None
+
+    start_epoch, step, best_eer, best_epoch, best_threshold = 0, 0, math.inf, -1, 0.0
+    last = ckpt_dir / "last.pt"
+    if last.is_file():
+        payload, _ = load_checkpoint(last)
+        load_model_state(model, payload["model"], str(last))
+        optimizer.load_state_dict(payload["optimizer"])
+        if centers is not None and payload.get("centers"):
+            centers.load_state_dict(payload["centers"])
+        start_epoch, step = payload["epoch"] + 1, payload["step"]
+        best_eer, best_epoch = payload["best_dev_eer"], payload["best_epoch"]
+        best_threshold = payload["best_threshold"]
+        set_rng_state(payload["rng"])
+        _truncate_history(run_dir / "metrics.jsonl", payload["epoch"])
+    elif centers is not None:
+        # initial centers: one pass over a capped, fixed sample of bonafide training audio
+        bonafide = [r for r in train_records if r.label == 1]
+        sample = np.random.default_rng(config.centers.seed).permutation(len(bonafide))[: config.centers.init_max_utterances]
+        init_loader = make_eval_loader([bonafide[i] for i in sorted(sample)], config.data,
+                                       batch_size=config.train.eval_batch_size)
+        centers.fit(_embed(model, init_loader, config, device)["embedding"])
+
+    accum = config.optim.grad_accum
+    for epoch in range(start_epoch, config.train.epochs):
+        started = time.monotonic()
+        # ---- train
+        loader = make_train_loader(train_records, config.data, batch_size=config.train.batch_size,
+                                   seed=config.train.seed, epoch=epoch, pin_memory=pin)
+        batches = len(loader) if not config.train.max_steps_per_epoch else min(len(loader), config.train.max_steps_per_epoch)
+        steps_per_epoch = max(1, math.ceil(batches / accum))
+        model.train()
+        sums = {"loss": 0.0, "attraction": 0.0, "repulsion": 0.0, "ce": 0.0}
+        collected: list[torch.Tensor] = []
+        optimizer.zero_grad(set_to_none=True)
+        iterator = loader
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(loader, total=batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", leave=False)
+        seen = 0
+        for index, batch in enumerate(iterator):
+            if index >= batches:
+                break
+            audio, labels = batch["audio"].to(device, non_blocking=pin), batch["label"].to(device)
+            mask = batch["attention_mask"]
+            with _autocast(config, device):
+                out = model(audio, None if mask is None else mask.to(device))
+            parts = compute_loss(out, labels, centers.centers.to(device) if centers is not None else None,
+                                 config.loss, weights)
+            if not torch.isfinite(parts.total):
+                raise TrainingDiverged(
+                    f"loss became {parts.total.item()} at epoch {epoch + 1}, step {index + 1} "
+                    f"(lower optim.lr / optim.head_lr, or check the input audio)"
+                )
+            (parts.total / accum).backward()
+            if (index + 1) % accum == 0 or index + 1 == batches:
+                scale = learning_rate_scale(step, steps_per_epoch, config)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * scale
+                if config.optim.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+            n = labels.numel()
+            seen += n
+            sums["loss"] += parts.total.item() * n
+            sums["attraction"] += float(parts.attraction.detach()) * n
+            sums["repulsion"] += float(parts.repulsion.detach()) * n
+            sums["ce"] += float(parts.ce.detach()) * n
+            if centers is not None:
+                bona = out.embedding.detach()[labels == 1].float()
+                if bona.numel():
+                    collected.append(bona.cpu())
+                    if config.centers.method == "online":
+                        centers.update_step(bona.cpu())
+        train_seconds = time.monotonic() - started
+
+        # ---- refresh centers from this epoch's own bonafide embeddings
+        if centers is not None and config.centers.method == "kmeans" and collected \
+                and (epoch + 1) % config.centers.refresh_every == 0:
+            centers.refresh(torch.cat(collected))
+
+        # ---- dev
+        dev = _embed(model, dev_loader, config, device)
+        norm = score_norm(dev, centers, config)
+        scores = score_embeddings(dev, centers, config, norm)
+        labels_np = dev["label"].numpy()
+        dev_eer, threshold = compute_eer(scores[labels_np == 1], scores[labels_np == 0])
+        metrics: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "dev_eer": float(dev_eer),
+            "dev_threshold": float(threshold),
+            **{f"train_{k}": v / max(1, seen) for k, v in sums.items()},
+            **{("lr" if g.get("name") == "ssl" else "head_lr"): g["lr"] for g in optimizer.param_groups},
+            "epoch_seconds": time.monotonic() - started,
+            "train_seconds": train_seconds,
+        }
+        if centers is not None:
+            stats = cluster_stats(centers.centers, dev["embedding"][dev["label"] == 1], dev["embedding"][dev["label"] == 0])
+            metrics.update({f"cluster_{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
+
+        # ---- checkpoint
+        improved = dev_eer < best_eer
+        if improved:
+            best_eer, best_epoch, best_threshold = float(dev_eer), epoch + 1, float(threshold)
+        metrics.update(best_dev_eer=best_eer, best_epoch=best_epoch)
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "centers": centers.state_dict() if centers is not None else {},
+            "epoch": epoch,
+            "step": step,
+            "dev_eer": float(dev_eer),
+            "threshold": float(threshold),
+            "best_dev_eer": best_eer,
+            "best_epoch": best_epoch,
+            "best_threshold": best_threshold,
+            "score_norm": dataclasses.asdict(norm) if norm is not None else {},
+            "rng": rng_state(),
+        }
+        # history first: a crash before last.pt is written reruns this epoch and drops the line
+        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+        if improved:
+            save_checkpoint(ckpt_dir / "best.pt", {k: v for k, v in payload.items() if k != "optimizer"}, config)
+        save_checkpoint(last, payload, config)
+        if reporter is not None:
+            reporter.report(metrics, ckpt_dir)
+
+    return FitResult(best_dev_eer=best_eer, best_epoch=best_epoch, epochs_run=config.train.epochs, run_dir=run_dir)
+
+
+def _truncate_history(path: Path, last_epoch_index: int) -> None:
+    """Drop history lines after the checkpointed epoch (an epoch that ran but was not checkpointed)."""
+    if not path.is_file():
+        return
+    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= last_epoch_index + 1]
+    from cbl.yamlio import atomic_write_text
+
+    atomic_write_text(path, "".join(f"{line}\n" for line in keep))
+
+
+def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The per-epoch metrics of a run (empty when none was written yet)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
