@@ -129,18 +129,24 @@ def _default_run_dir(config_path: Path | None, demo: bool) -> Path:
 @click.option("--progress/--no-progress", default=None, help="Progress bar per epoch (default: on a terminal).")
 def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: bool, out_dir: Path | None,
                   progress: bool | None) -> None:
-    """Train one configuration; checkpoints, metrics and TensorBoard events go to the run folder."""
+    """Train one configuration; checkpoints, metrics and TensorBoard events go to the run folder.
+
+    Rerunning the same command with the same --out resumes an interrupted run.
+    """
     from cbl.config import load_config
     from cbl.profiles import DEMO_NOTICE, resolve_config
     from cbl.reporting import ConsoleReporter
-    from cbl.train import fit
+    from cbl.train import config_differences, fit
 
     config = resolve_config(config_path, set_options, demo=demo)
     run_dir = out_dir or _default_run_dir(config_path, demo)
     existing = run_dir / "config.yaml"
     if (run_dir / "checkpoints" / "last.pt").is_file() and existing.is_file():
-        if load_config(existing) != config:
-            raise UsageError(f"{run_dir}: holds a run with another configuration; choose a new --out folder")
+        differences = config_differences(load_config(existing), config)
+        if differences:
+            shown = "; ".join(differences[:5]) + (f" (+{len(differences) - 5} more)" if len(differences) > 5 else "")
+            raise UsageError(f"{run_dir}: holds a run with another configuration ({shown}); "
+                             "choose a new --out folder")
         click.echo(f"resuming the run in {run_dir}")
     if config.data.corpus == "demo" or config.model.ssl == "tiny":
         click.echo(DEMO_NOTICE)
@@ -148,6 +154,11 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
     reporter = ConsoleReporter(config, run_dir, echo=click.echo)
     try:
         result = fit(config, reporter, run_dir, progress=sys.stderr.isatty() if progress is None else progress)
+    except KeyboardInterrupt:
+        done = reporter.last.get("epoch")
+        click.echo(f"interrupted{f' after epoch {done}' if done else ''}: rerun the same command "
+                   f"(with --out {run_dir}) to resume from the last checkpoint", err=True)
+        raise click.exceptions.Exit(130) from None
     finally:
         reporter.close()
     click.echo(
@@ -321,6 +332,7 @@ def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], stor
                 address: str | None, num_samples: int | None, final_seeds: int | None, resume_existing: bool,
                 no_final_eval: bool) -> None:
     """Run a hyperparameter sweep: trials, best configuration, final evaluation."""
+    from cbl.lock import experiment_lock
     from cbl.profiles import DEMO_NOTICE
     from cbl.search import prepare_sweep
     from cbl.sweep_store import SWEEP_FILE, read_sweep
@@ -328,36 +340,38 @@ def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], stor
     settings, spec = prepare_sweep(space_path, demo=demo, set_options=list(set_options), storage=_storage(storage),
                                    name=name, num_samples=num_samples)
     experiment_dir = Path(settings.experiment_dir)
-    resume = False
-    if (experiment_dir / SWEEP_FILE).is_file():
-        state = read_sweep(experiment_dir).get("state")
-        if state == "finished":
-            raise UsageError(f"{experiment_dir}: this experiment already finished; pick another --name "
-                             "(or look at it: cbl-search status / best / final-eval)")
-        if not resume_existing:
-            raise UsageError(f"{experiment_dir}: this experiment exists and is unfinished; continue it with "
-                             f"`cbl-search resume {experiment_dir}` (or run with --resume), or pick another --name")
-        resume = True
-    elif experiment_dir.exists() and any(experiment_dir.iterdir()):
-        raise UsageError(f"{experiment_dir}: folder exists and is not a cbl experiment; pick another --name")
-    _sweep(settings, spec, address, resume, False, final_seeds, no_final_eval, DEMO_NOTICE if demo else None)
+    fresh_folder = not experiment_dir.exists() or not any(experiment_dir.iterdir())
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    with experiment_lock(experiment_dir):  # first: a running sweep is the reason to refuse
+        resume = False
+        if (experiment_dir / SWEEP_FILE).is_file():
+            state = read_sweep(experiment_dir).get("state")
+            if state == "finished":
+                raise UsageError(f"{experiment_dir}: this experiment already finished; pick another --name "
+                                 "(or look at it: cbl-search status / best / final-eval)")
+            if not resume_existing:
+                raise UsageError(f"{experiment_dir}: this experiment exists and is unfinished; continue it with "
+                                 f"`cbl-search resume {experiment_dir}` (or run with --resume), or pick another "
+                                 "--name")
+            resume = True
+        elif not fresh_folder and any(p.name != ".lock" for p in experiment_dir.iterdir()):
+            raise UsageError(f"{experiment_dir}: folder exists and is not a cbl experiment; pick another --name")
+        _sweep(settings, spec, address, resume, False, final_seeds, no_final_eval, DEMO_NOTICE if demo else None)
 
 
 def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final_eval, notice) -> None:
-    from cbl.lock import experiment_lock
+    """Run or resume the sweep, then finish it; the caller holds the experiment lock."""
     from cbl.search import run_sweep
     from cbl.space import total_trials
 
     experiment_dir = Path(settings.experiment_dir)
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    with experiment_lock(experiment_dir):
-        if notice:
-            click.echo(notice)
-        click.echo(f"experiment {spec.name}: {total_trials(spec)} trials ({spec.algorithm}"
-                   f"{', ASHA' if spec.scheduler == 'asha' else ''}), {spec.cpu:g} CPU + {spec.gpu:g} GPU per trial"
-                   f"\nfolder: {experiment_dir}")
-        run_sweep(settings, spec, address=address, resume=resume, retry_errored=retry_errored)
-        _finish(experiment_dir, final_seeds, no_final_eval)
+    if notice:
+        click.echo(notice)
+    click.echo(f"experiment {spec.name}: {total_trials(spec)} trials ({spec.algorithm}"
+               f"{', ASHA' if spec.scheduler == 'asha' else ''}), {spec.cpu:g} CPU + {spec.gpu:g} GPU per trial"
+               f"\nfolder: {experiment_dir}")
+    run_sweep(settings, spec, address=address, resume=resume, retry_errored=retry_errored)
+    _finish(experiment_dir, final_seeds, no_final_eval)
 
 
 @cli.command("resume")
@@ -376,11 +390,16 @@ def resume_command(experiment_dir: Path, address: str | None, retry_errored: boo
     sweep = read_sweep(experiment_dir)
     settings = SweepSettings(**{**sweep["settings"], "experiment_dir": str(experiment_dir)})
     spec = settings.space()
-    if sweep.get("state") == "finished" and not retry_errored:
-        click.echo(f"{experiment_dir}: the sweep already finished; nothing to resume")
-        return
-    _sweep(settings, spec, address, True, retry_errored, final_seeds, no_final_eval,
-           "demo mode (synthetic corpus, random-weight tiny model)" if settings.demo else None)
+    from cbl.lock import experiment_lock
+    from cbl.profiles import DEMO_NOTICE
+
+    with experiment_lock(experiment_dir):
+        sweep = read_sweep(experiment_dir)
+        if sweep.get("state") == "finished" and not retry_errored:
+            click.echo(f"{experiment_dir}: the sweep already finished; nothing to resume")
+            return
+        _sweep(settings, spec, address, True, retry_errored, final_seeds, no_final_eval,
+               DEMO_NOTICE if settings.demo else None)
 
 
 @cli.command("status")

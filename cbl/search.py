@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import os
 import sys
 import time
@@ -44,6 +45,7 @@ def quiet_ray_environment() -> None:
 
 quiet_ray_environment()  # before Ray is imported: some of these are read at import time
 from ray.tune import Callback  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 
 
 @dataclass
@@ -141,7 +143,10 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     if was_stopped(experiment_dir, trial_id):
         return  # ASHA stopped it before the interruption: keep that decision, train nothing more
     sampled = dict(config)
-    write_trial_state(path, trial_id=trial_id, params=sampled, state="running", error="")
+    import ray
+
+    write_trial_state(path, trial_id=trial_id, params=sampled, state="running", error="",
+                      node_id=ray.get_runtime_context().get_node_id(), host=os.uname().nodename)
     resources = context.get_trial_resources()
     cpus = resources.required_resources.get("CPU", 1) if resources is not None else 1
     try:
@@ -169,6 +174,11 @@ def start_ray(address: str | None, spec: SearchSpace) -> dict[str, float]:
         else:
             ray.init(address="local", object_store_memory=256 * 1024**2, **kwargs)
         resources = ray.cluster_resources()
+    # Ray logs each failed trial with its traceback; our trial lines and `status` say it in one line
+    import logging
+
+    for name in ("ray.tune", "ray.train", "ray.air"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if spec.gpu > 0 and gpus == 0:
         raise CblError(f"{spec.source}: resources.gpu is {spec.gpu} per trial, but the Ray cluster has no GPU "
@@ -226,7 +236,6 @@ def _short(value: Any) -> str:
 def _build_tuner(settings: SweepSettings, spec: SearchSpace):
     import optuna
     from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
 
     from cbl.asha import PersistentASHA
@@ -236,7 +245,7 @@ def _build_tuner(settings: SweepSettings, spec: SearchSpace):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if spec.algorithm == "grid":
         points = [point for point in expand_grid(spec) for _ in range(spec.num_samples)]
-        search_alg = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=spec.max_concurrent)
+        search_alg = GridSearcher(points, metric=spec.metric, mode=spec.mode)
     else:
         sampler = (optuna.samplers.TPESampler(seed=spec.seed) if spec.algorithm == "optuna"
                    else optuna.samplers.RandomSampler(seed=spec.seed))
@@ -251,7 +260,7 @@ def _build_tuner(settings: SweepSettings, spec: SearchSpace):
     tune_config = tune.TuneConfig(
         metric=spec.metric, mode=spec.mode, search_alg=search_alg, scheduler=scheduler,
         num_samples=total if spec.algorithm == "grid" else spec.num_samples,
-        max_concurrent_trials=(spec.max_concurrent or None) if spec.algorithm != "grid" else None,
+        max_concurrent_trials=spec.max_concurrent or None,
         trial_dirname_creator=_trial_dirname,
     )
     run_config = tune.RunConfig(
@@ -264,6 +273,42 @@ def _build_tuner(settings: SweepSettings, spec: SearchSpace):
 
 def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
+
+
+class GridSearcher(Searcher):
+    """Hands out an explicit list of grid points in order (conditions applied, duplicates removed).
+
+    Ray's own grid needs every point to share the same keys; ours differ (``ce_only``
+    has no K), and flat configs keep each trial's parameters readable in
+    TensorBoard. Its state (which point went to which trial) is saved with the
+    experiment, so a resume neither repeats nor skips a point.
+    """
+
+    def __init__(self, points: list[dict[str, Any]], metric: str, mode: str) -> None:
+        super().__init__(metric=metric, mode=mode)
+        self.points = points
+        self.next_index = 0
+        self.assigned: dict[str, int] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if trial_id in self.assigned:
+            return dict(self.points[self.assigned[trial_id]])
+        if self.next_index >= len(self.points):
+            return Searcher.FINISHED
+        self.assigned[trial_id] = self.next_index
+        self.next_index += 1
+        return dict(self.points[self.assigned[trial_id]])
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        pass
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as handle:
+            pickle.dump({"points": self.points, "next_index": self.next_index, "assigned": self.assigned}, handle)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as handle:
+            self.__dict__.update(pickle.load(handle))
 
 
 class _DefineByRun:

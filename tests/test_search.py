@@ -1,0 +1,177 @@
+"""Sweeps end to end on the demo corpus, through the CLI, on the shared local Ray."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from cbl.cli import cli
+from cbl.config import load_config
+from cbl.sweep_store import read_trials
+
+SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
+TINY = [
+    "--set", "data.demo_utterances=40", "--set", "data.demo_seconds=0.5", "--set", "train.epochs=2",
+    "--set", "train.batch_size=8", "--set", "train.eval_batch_size=16", "--set", "data.max_len=8000",
+    "--set", "data.eval_window=8000", "--set", "centers.init_max_utterances=16",
+]
+
+
+def write_space(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+GRID = """
+name: grid
+space:
+  loss.type: {grid: [cluster_only, ce_only]}
+  loss.num_clusters: {grid: [2, 3], when: {loss.type: [cluster_only]}}
+search: {algorithm: grid}
+scheduler: {name: none}
+resources: {cpu: 1, gpu: 0}
+"""
+
+
+@pytest.fixture(scope="module")
+def grid_sweep(ray_session, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("grid")
+    space = write_space(tmp, GRID)
+    result = run("run", str(space), "--demo", "--storage", str(tmp / "runs"), *TINY)
+    return result, tmp / "runs" / "grid"
+
+
+def test_grid_sweep_end_to_end(grid_sweep):
+    result, experiment = grid_sweep
+    assert result.exit_code == 0, result.output
+    trials = read_trials(experiment)
+    # loss.type x K with K only for cluster_only: 2 + 1 trials, ce_only once
+    assert sorted((t.params.get("loss.type"), t.params.get("loss.num_clusters")) for t in trials) == [
+        ("ce_only", None), ("cluster_only", 2), ("cluster_only", 3)]
+    assert all(t.state == "finished" and t.epochs == 2 for t in trials)
+    best = min(trials, key=lambda t: t.best_dev_eer)
+    assert f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}%" in result.output
+    # best_config.yaml is a loadable config equal to the best trial's
+    exported = load_config(experiment / "best_config.yaml")
+    assert exported == load_config(best.path / "config.yaml")
+    assert exported.loss.type == best.params["loss.type"]
+    # the final evaluation on eval wrote scores and a summary whose EER is printed
+    summary = json.loads((experiment / "final_eval" / "summary-eval.json").read_text())
+    assert summary["trial_id"] == best.trial_id
+    eer = summary["eers"][0][1]
+    assert f"final eval EER {100 * eer:.2f}%" in result.output
+    scores = (experiment / "final_eval" / "scores-eval-seed0.txt").read_text().splitlines()
+    assert len(scores) == 40 and all(len(line.split()) == 2 for line in scores)
+    assert "tensorboard --logdir" in result.output
+
+
+def test_status_and_best_commands(grid_sweep):
+    _, experiment = grid_sweep
+    status = run("status", str(experiment))
+    assert status.exit_code == 0
+    assert "3 of 3 trials started: 3 finished" in status.output
+    lines = [line for line in status.output.splitlines() if line.split()[:1] and len(line.split()[0]) == 8]
+    eers = [float(line.split()[3].rstrip("%")) for line in lines if line.split()[1] == "finished"]
+    assert eers == sorted(eers)  # best first
+    out = experiment.parent / "exported.yaml"
+    best = run("best", str(experiment), "--export", str(out))
+    assert best.exit_code == 0 and out.is_file()
+    assert yaml.safe_load(out.read_text())["loss"]["type"] in ("cluster_only", "ce_only")
+
+
+def test_tensorboard_shows_every_trial_with_hparams(grid_sweep):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    _, experiment = grid_sweep
+    runs = sorted(p for p in experiment.iterdir() if p.name.startswith("trial_"))
+    assert len(runs) == 3
+    seen_params = []
+    for run_dir in runs:
+        acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0, "scalars": 0})
+        acc.Reload()
+        tags = acc.Tags()["scalars"]
+        assert "ray/tune/dev_eer" in tags and "ray/tune/train_loss" in tags
+        steps = [e.step for e in acc.Scalars("ray/tune/dev_eer")]
+        assert len(steps) == 2
+        assert all(0 <= e.value <= 1 for e in acc.Scalars("ray/tune/dev_eer"))
+        # HParams dashboard: the session start info holds the sampled parameters
+        content = acc.PluginTagToContent("hparams")
+        assert "_hparams_/session_start_info" in content
+        data = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+        params = dict(data.session_start_info.hparams)
+        assert "loss.type" in params
+        seen_params.append(params["loss.type"].string_value)
+    assert sorted(seen_params) == ["ce_only", "cluster_only", "cluster_only"]
+
+
+def test_run_refuses_to_overwrite_a_finished_experiment(grid_sweep, tmp_path):
+    _, experiment = grid_sweep
+    space = write_space(tmp_path, GRID)
+    again = run("run", str(space), "--demo", "--storage", str(experiment.parent), *TINY)
+    assert again.exit_code == 2
+    assert "already finished" in again.output
+
+
+def test_run_on_unfinished_experiment_points_to_resume(tmp_path):
+    storage = tmp_path / "runs"
+    (storage / "grid").mkdir(parents=True)
+    (storage / "grid" / "sweep.json").write_text(json.dumps({"state": "running"}))
+    result = run("run", str(write_space(tmp_path, GRID)), "--demo", "--storage", str(storage), *TINY)
+    assert result.exit_code == 2
+    assert "exists and is unfinished" in result.output and "cbl-search resume" in result.output
+
+
+def test_optuna_asha_sweep_with_conditions(ray_session, tmp_path):
+    result = run("run", str(SPACES / "ablation.yaml"), "--demo", "--storage", str(tmp_path), "--name", "abl",
+                 "--num-samples", "4", "--no-final-eval", *TINY, "--set", "data.demo_utterances=80",
+                 "--set", "centers.init_max_utterances=64")
+    assert result.exit_code == 0, result.output
+    trials = read_trials(tmp_path / "abl")
+    assert len(trials) == 4
+    for t in trials:
+        cluster = t.params["loss.type"] in ("cluster_only", "combined")
+        assert ("loss.num_clusters" in t.params) == cluster
+        assert 1e-3 <= t.params["optim.lr"] <= 1e-2  # the demo block's range
+        assert t.state in ("finished", "stopped")
+        assert not math.isnan(t.best_dev_eer)
+    assert json.loads((tmp_path / "abl" / "sweep.json").read_text())["state"] == "finished"
+
+
+def test_gpu_request_on_a_cpu_cluster_is_an_error_before_any_trial(ray_session, tmp_path):
+    space = write_space(tmp_path, GRID.replace("resources: {cpu: 1, gpu: 0}", "resources: {cpu: 1, gpu: 0.5}"))
+    # --demo would force the CPU: run without it, on the demo corpus
+    result = run("run", str(space), "--storage", str(tmp_path / "runs"), "--set", "data.corpus=demo",
+                 "--set", "model.ssl=tiny", *TINY)
+    assert result.exit_code == 1
+    assert "resources.gpu is 0.5 per trial, but the Ray cluster has no GPU" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs" / "grid" / "trials").exists()
+
+
+def test_bad_space_file_fails_before_ray(tmp_path):
+    space = write_space(tmp_path, "space:\n  loss.num_cluster: {choice: [5]}\n")
+    result = run("run", str(space), "--demo", "--storage", str(tmp_path))
+    assert result.exit_code == 2
+    assert "unknown key 'loss.num_cluster' (did you mean 'loss.num_clusters'?)" in result.output
+
+
+def test_second_driver_on_the_same_experiment_is_refused(tmp_path):
+    from cbl.lock import experiment_lock
+
+    storage = tmp_path / "runs"
+    (storage / "grid").mkdir(parents=True)
+    with experiment_lock(storage / "grid"):
+        result = run("run", str(write_space(tmp_path, GRID)), "--demo", "--storage", str(storage), *TINY)
+    assert result.exit_code == 2
+    assert "a sweep is already running on this experiment" in result.output
