@@ -84,3 +84,30 @@ def test_sigkill_mid_sweep_then_resume_finishes_with_the_exact_trial_count(tmp_p
             epochs = [json.loads(line)["epoch"] for line in after[trial_id]]
             assert epochs == list(range(1, len(epochs) + 1)), f"trial {trial_id} restarted: {epochs}"
     assert json.loads((experiment / "sweep.json").read_text())["state"] == "finished"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_the_sweep_resumes(tmp_path):
+    env = {**os.environ, "CBL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    env.pop("RAY_ADDRESS", None)
+    experiment = tmp_path / "runs" / "intr"
+    driver = cli("run", str(SPACES / "loss_type.yaml"), "--demo", "--storage", str(tmp_path / "runs"), "--name", "intr",
+                 "--no-final-eval", "--set", "train.epochs=3", "--set", "loss.num_clusters=3", *TINY, env=env)
+    try:
+        wait_for(lambda: any(t.epochs >= 1 for t in read_trials(experiment)) if experiment.is_dir() else False,
+                 300, driver)
+    except BaseException:
+        os.killpg(driver.pid, signal.SIGKILL)
+        raise
+    os.killpg(driver.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole foreground group
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, output
+    assert "sweep interrupted" in output and f"cbl-search resume {experiment}" in output
+    assert "Traceback" not in output
+    assert json.loads((experiment / "sweep.json").read_text())["state"] == "interrupted"
+
+    resumed = cli("resume", str(experiment), "--no-final-eval", env=env)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    trials = read_trials(experiment)
+    assert len(trials) == 3 and all(t.state == "finished" and t.epochs == 3 for t in trials), output

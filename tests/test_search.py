@@ -175,3 +175,30 @@ def test_second_driver_on_the_same_experiment_is_refused(tmp_path):
         result = run("run", str(write_space(tmp_path, GRID)), "--demo", "--storage", str(storage), *TINY)
     assert result.exit_code == 2
     assert "a sweep is already running on this experiment" in result.output
+
+
+def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
+    from cbl.data import demo_root
+    from cbl.evaluate import load_model
+
+    _, experiment = grid_sweep
+    result = run("final-eval", str(experiment), "--seeds", "2")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((experiment / "final_eval" / "summary-eval.json").read_text())
+    seeds = [seed for seed, _ in summary["eers"]]
+    assert seeds == [0, 1]
+    eers = [eer for _, eer in summary["eers"]]
+    mean = sum(eers) / 2
+    assert summary["mean_eer"] == pytest.approx(mean)
+    assert f"final eval EER {100 * mean:.2f}% +- " in result.output and "over 2 seeds" in result.output
+    retrained = experiment / "final_eval" / "seed-1" / "checkpoints" / "best.pt"
+    assert load_model(retrained).config.train.seed == 1
+
+    root = demo_root(load_model(experiment / "trials" / summary["trial_id"] / "checkpoints" / "best.pt").config.data)
+    protocol = root / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.dev.trl.txt"
+    other = run("final-eval", str(experiment), "--protocol", str(protocol), "--audio-dir",
+                str(root / "ASVspoof2019_LA_dev" / "flac"), "--corpus", "asvspoof2019_la")
+    assert other.exit_code == 0, other.output
+    dev = json.loads((experiment / "final_eval" / "summary-ASVspoof2019.LA.cm.dev.trl.json").read_text())
+    # the best trial's dev EER, recomputed from a protocol file, is what the sweep recorded
+    assert dev["eers"][0][1] == pytest.approx(summary["dev_eer"], abs=1e-9)
