@@ -213,8 +213,21 @@ class TrialLines(Callback):
         state = "finished" if epochs >= self.max_t else "stopped"
         if path.exists():
             write_trial_state(path, state=state)
-        done = sum(t is trial or t.status in ("TERMINATED", "ERROR") for t in trials)
-        _echo(f"[{trial.trial_id}] {state} after {epochs} epoch(s)  ({done}/{self.total} trials ended)")
+        _echo(f"[{trial.trial_id}] {state} after {epochs} epoch(s)")
+        self._summary(trials, trial)
+
+    def _summary(self, trials, ended) -> None:
+        """The live state of the sweep in one line: counts and the best trial so far."""
+        from cbl.sweep_store import best_trial, read_trials
+
+        done = sum(t is ended or t.status in ("TERMINATED", "ERROR") for t in trials)
+        running = sum(t.status == "RUNNING" and t is not ended for t in trials)
+        best = best_trial(read_trials(self.experiment_dir))
+        lead = ""
+        if best is not None:
+            params = ", ".join(f"{k.split('.')[-1]}={_short(v)}" for k, v in best.params.items())
+            lead = f"; best so far {best.trial_id} {100 * best.best_dev_eer:.2f}% ({params})"
+        _echo(f"-- {done}/{self.total} trials ended, {running} running{lead}")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         path = trial_dir(self.experiment_dir, trial.trial_id)
@@ -223,6 +236,7 @@ class TrialLines(Callback):
             write_trial_state(path, state="error")
             reason = json.loads((path / "trial.json").read_text()).get("error") or reason
         _echo(f"[{trial.trial_id}] error: {reason}")
+        self._summary(trials, trial)
 
 
 def _echo(line: str) -> None:
