@@ -46,7 +46,7 @@ def test_class_weights_favour_bonafide_minority() -> None:
     weights = class_weights(records)
     assert weights.shape == (2,) and weights.dtype == torch.float32
     assert weights[1] > weights[0]  # index 1 = bonafide, the minority
-    assert weights.mean().item() == pytest.approx(1.0)
+    assert weights.tolist() == pytest.approx([100 / (2 * 90), 100 / (2 * 10)])  # N / (2 N_c)
     assert (weights[1] / weights[0]).item() == pytest.approx(9.0)
     with pytest.raises(ProtocolError, match="the records contain no bonafide utterance"):
         class_weights(records[10:])

@@ -124,17 +124,19 @@ def collate(items: Sequence[Item]) -> dict[str, Any]:
 
 
 def class_weights(records: Sequence[Record]) -> torch.Tensor:
-    """Inverse-frequency class weights ``(2,)``: index 0 spoof, 1 bonafide, mean 1.
+    """Inverse-frequency class weights ``(2,)`` of a protocol: index 0 spoof, 1 bonafide.
 
-    The minority class (bonafide in ASVspoof) gets the larger weight. Raises
+    The weights are :func:`cbl.losses.class_weights_from_labels` (``N / (2 N_c)``):
+    the minority class (bonafide in ASVspoof) gets the larger weight. Raises
     :class:`ProtocolError` when a class is absent (weighted CE would be undefined).
     """
-    counts = np.bincount([r.label for r in records], minlength=2).astype(np.float64)
-    if (counts == 0).any():
-        missing = "spoof" if counts[0] == 0 else "bonafide"
-        raise ProtocolError(f"cannot weight classes: the records contain no {missing} utterance")
-    inverse = 1.0 / counts
-    return torch.tensor(inverse / inverse.mean(), dtype=torch.float32)
+    from cbl.losses import class_weights_from_labels
+
+    labels = [r.label for r in records]
+    for label, name in ((0, "spoof"), (1, "bonafide")):
+        if label not in labels:
+            raise ProtocolError(f"cannot weight classes: the records contain no {name} utterance")
+    return class_weights_from_labels(labels)
 
 
 def seed_worker(worker_id: int) -> None:
