@@ -132,7 +132,12 @@ class BonafideCenters:
                 f"checkpoint centers have shape {tuple(centers.shape)}, but this run expects "
                 f"K={self.num_clusters} centers of dimension {self.dim}"
             )
-        self.centers = F.normalize(centers, dim=-1).to(self.device)
+        # saved centers are unit-norm already: restore them bit for bit (F.normalize is not
+        # idempotent in float32, and a resumed run must equal an uninterrupted one)
+        norms = centers.norm(dim=-1)
+        if not torch.allclose(norms, torch.ones_like(norms), atol=1e-5):
+            centers = F.normalize(centers, dim=-1)
+        self.centers = centers.to(self.device)
 
 
 class KMeansCenters(BonafideCenters):

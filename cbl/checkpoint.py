@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import os
+import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,15 @@ from cbl.config import ExperimentConfig, config_from_dict, config_to_dict
 from cbl.errors import CblError
 from cbl.yamlio import atomic_write_bytes
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_state", "rng_state", "set_rng_state"]
+__all__ = [
+    "CheckpointError",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model_state",
+    "resolve_checkpoint_path",
+    "rng_state",
+    "set_rng_state",
+]
 
 FORMAT_VERSION = 1
 
@@ -52,23 +62,36 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any], confi
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], ExperimentConfig]:
-    """Load a checkpoint safely; return (payload, config). Raises CheckpointError naming the file."""
+def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:
+    """The checkpoint file ``path`` names: the file itself, or best.pt (else last.pt) inside a folder."""
     p = Path(path)
     if p.is_dir():
         for name in ("best.pt", "last.pt"):
             if (p / name).is_file():
-                p = p / name
-                break
-        else:
-            raise CheckpointError(f"{p}: folder holds no best.pt or last.pt checkpoint")
+                return p / name
+        raise CheckpointError(f"{p}: folder holds no best.pt or last.pt checkpoint")
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found")
+    return p
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], ExperimentConfig]:
+    """Load a checkpoint safely; return (payload, config). Raises CheckpointError naming the file."""
+    p = resolve_checkpoint_path(path)
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - truncated zip, pickle error, foreign file
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: not a readable cbl checkpoint (truncated or corrupt?): {reason}") from None
+    except pickle.UnpicklingError as exc:
+        refused = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if refused:
+            raise CheckpointError(
+                f"{p}: refused: the file holds a pickled Python object ({refused.group(1)}), not only tensors "
+                "and plain values (cbl loads checkpoints with weights_only=True so that a file cannot run code)"
+            ) from None
+        reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
+        raise CheckpointError(f"{p}: not a readable cbl checkpoint (truncated or corrupt?): "
+                              f"{reason.group(1).strip() if reason else _first_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, foreign file
+        raise CheckpointError(f"{p}: not a readable cbl checkpoint (truncated or corrupt?): {_first_line(exc)}") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{p}: not a cbl checkpoint (no model state or config inside)")
     try:
@@ -76,6 +99,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Exper
     except CblError as exc:
         raise CheckpointError(f"{p}: its config does not load with this version of cbl: {exc}") from None
     return payload, config
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

@@ -471,6 +471,30 @@ def tensorboard_command(experiment_dir: Path, port: int, print_only: bool) -> No
         subprocess.run(command, check=False)  # a list, no shell: the path is never interpreted
 
 
+@cli.command("report")
+@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder (default: EXPERIMENT_DIR/report).")
+@click.option("--max-points", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="Dev utterances (a fixed random sample) embedded for the 2-D projection and the projector.")
+@click.option("--no-models", is_flag=True, help="Only the sweep tables and learning curves: load no checkpoint.")
+def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, no_models: bool) -> None:
+    """Write report.md, report.html and figures for a sweep (works without Ray, also while it runs).
+
+    Results and per-value tables, hyperparameter importance, learning curves; for the best
+    trial and the best ce_only trial: DET curves, per-attack EER, dev embeddings (also in
+    TensorBoard's projector under EXPERIMENT_DIR/projector).
+    """
+    from cbl.report import build_report
+    from cbl.sweep_store import require_experiment
+
+    experiment_dir = require_experiment(experiment_dir)
+    files = build_report(experiment_dir, out_dir, max_points=max_points, models=not no_models, echo=click.echo)
+    click.echo(f"report written: {files.markdown} and {files.html} ({len(files.figures)} figures)")
+    if files.projector is not None:
+        click.echo(f"embeddings for the projector: tensorboard --logdir {files.projector}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     cli.main(args=argv, prog_name="cbl-search")

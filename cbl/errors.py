@@ -15,7 +15,15 @@ class CblError(Exception):
 
 
 class UsageError(CblError):
-    """Bad input the user must fix (CLI exit code 2)."""
+    """Bad input the user must fix (CLI exit code 2).
+
+    The message is kept to one line whatever the input held: a key or a protocol
+    field with a line break in it is shown escaped.
+    """
+
+    def __init__(self, message: str = "", *args: object) -> None:
+        one_line = "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(message))
+        super().__init__(one_line, *args)
 
 
 class ConfigError(UsageError, ValueError):

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from cbl.checkpoint import CheckpointError, load_checkpoint, load_model_state
+from cbl.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint_path
 from cbl.config import ExperimentConfig
 from cbl.errors import CblError, UsageError
 
@@ -64,6 +64,7 @@ def load_model(path: str | os.PathLike[str], *, device: str = "auto", threads: i
     from cbl.model import build_model
     from cbl.train import pick_device, set_threads
 
+    path = resolve_checkpoint_path(path)
     payload, config = load_checkpoint(path)
     if device != "auto":
         config.train.device = device
@@ -104,6 +105,14 @@ def _read_partial(partial: Path, signature: str) -> dict[str, float]:
     return done
 
 
+def _partial_signature(loaded: LoadedModel, records: Sequence[Any]) -> str:
+    """What the partial scores depend on: this very checkpoint file (a retrained best.pt differs), the records, the window."""
+    stat = loaded.path.stat()
+    config = loaded.config
+    return (f"{loaded.path.resolve()} size={stat.st_size} mtime_ns={stat.st_mtime_ns} epoch={loaded.epoch} "
+            f"n={len(records)} {config.data.eval_mode} {config.data.eval_window}")
+
+
 def score_records(
     loaded: LoadedModel,
     records: Sequence[Any],
@@ -118,7 +127,7 @@ def score_records(
     from cbl.train import _embed, score_embeddings
 
     config = loaded.config
-    signature = f"{loaded.path.resolve()} {len(records)} {config.data.eval_mode} {config.data.eval_window}"
+    signature = _partial_signature(loaded, records)
     done = _read_partial(partial, signature) if partial is not None else {}
     todo = [r for r in records if r.utt_id not in done]
     handle = None

@@ -36,27 +36,40 @@ def flat_hparams(config: ExperimentConfig) -> dict[str, Any]:
 
 
 class ConsoleReporter:
-    """Prints one line per epoch and writes every numeric metric to TensorBoard under ``run_dir``."""
+    """Prints one line per epoch and writes every numeric metric to TensorBoard under ``run_dir``.
+
+    The event writer opens at the first report, so a run that fails before its
+    first epoch (no dataset, bad checkpoint) leaves no event file behind.
+    """
 
     def __init__(self, config: ExperimentConfig, run_dir: Path, echo: Callable[[str], None] = print) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
         self.config = config
+        self.run_dir = Path(run_dir)
         self.echo = echo
-        self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.writer: Any = None
         self.last: dict[str, Any] = {}
 
+    def _open(self) -> Any:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.run_dir))
+        return self.writer
+
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:
+        writer = self._open()
         step = int(metrics["epoch"])
         for key, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                self.writer.add_scalar(key, value, step)
-        self.writer.flush()
+                writer.add_scalar(key, value, step)
+        writer.flush()
         self.last = metrics
         self.echo(format_epoch_line(metrics, self.config.train.epochs))
 
     def close(self) -> None:
         """Write the run's hparams with its final metrics (one row in the HParams dashboard)."""
+        if self.writer is None:
+            return
         if self.last:
             self.writer.add_hparams(
                 flat_hparams(self.config),

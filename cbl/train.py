@@ -29,10 +29,25 @@ import numpy as np
 import torch
 
 from cbl.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
-from cbl.config import ExperimentConfig, save_config
-from cbl.errors import CblError
+from cbl.config import ExperimentConfig, config_to_dict, save_config
+from cbl.errors import CblError, UsageError
 
-__all__ = ["FitResult", "Reporter", "TrainingDiverged", "fit", "learning_rate_scale", "pick_device", "set_threads"]
+__all__ = [
+    "FitResult",
+    "Reporter",
+    "RUNTIME_KEYS",
+    "TrainingDiverged",
+    "config_differences",
+    "fit",
+    "learning_rate_scale",
+    "pick_device",
+    "read_history",
+    "set_threads",
+]
+
+# Keys that say where and how fast a run executes, not what it computes: a run may
+# resume with other values (a dataset moved to another disk, another thread count).
+RUNTIME_KEYS = frozenset({"data.root", "data.num_workers", "train.num_threads", "train.device", "train.eval_batch_size"})
 
 
 class TrainingDiverged(CblError):
@@ -57,8 +72,23 @@ class FitResult:
         return self.run_dir / "checkpoints" / "best.pt"
 
 
+def config_differences(saved: ExperimentConfig, current: ExperimentConfig, *, ignore=RUNTIME_KEYS) -> list[str]:
+    """``key: saved -> current`` for every dotted key whose value differs (keys in ``ignore`` skipped)."""
+    old, new = config_to_dict(saved), config_to_dict(current)
+    return [
+        f"{section}.{name}: {old[section][name]!r} -> {value!r}"
+        for section, fields in new.items()
+        for name, value in fields.items()
+        if f"{section}.{name}" not in ignore and old[section][name] != value
+    ]
+
+
 def learning_rate_scale(step: int, steps_per_epoch: int, config: ExperimentConfig) -> float:
-    """Multiplier on the base learning rates at optimizer step ``step`` (linear warm-up, then cosine or constant)."""
+    """Multiplier on the base learning rates at optimizer step ``step`` (linear warm-up, then cosine or constant).
+
+    The cosine spans ``train.epochs``: a run resumes to the same result only with
+    the same ``train.epochs`` (``fit`` refuses a checkpoint of another config).
+    """
     total = max(1, steps_per_epoch * config.train.epochs)
     warmup = steps_per_epoch * config.optim.warmup_epochs
     if step < warmup:
@@ -165,15 +195,17 @@ def fit(
 
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    last = ckpt_dir / "last.pt"
     set_threads(config, cpus)
     device = pick_device(config)
-    torch.manual_seed(config.train.seed)
 
-    # ---- data
+    # ---- data (first: a missing dataset fails before anything is written)
     train_records = load_split(config.data, "train")
     dev_records = load_split(config.data, "dev")
+    resume_from = _resume_payload(last, config)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    save_config(config, run_dir / "config.yaml")
+    torch.manual_seed(config.train.seed)
     weights = class_weights(train_records).to(device)
     pin = device.type == "cuda"
     dev_loader = make_eval_loader(dev_records, config.data, batch_size=config.train.eval_batch_size, pin_memory=pin)
@@ -186,9 +218,8 @@ def fit(
     centers = build_centers(config.centers, config.loss.num_clusters, config.model.embedding_dim) if _uses_centers(config) else None
 
     start_epoch, step, best_eer, best_epoch, best_threshold = 0, 0, math.inf, -1, 0.0
-    last = ckpt_dir / "last.pt"
-    if last.is_file():
-        payload, _ = load_checkpoint(last)
+    if resume_from is not None:
+        payload = resume_from
         load_model_state(model, payload["model"], str(last))
         optimizer.load_state_dict(payload["optimizer"])
         if centers is not None and payload.get("centers"):
@@ -234,17 +265,18 @@ def fit(
             parts = compute_loss(out, labels, centers.centers.to(device) if centers is not None else None,
                                  config.loss, weights)
             if not torch.isfinite(parts.total):
-                raise TrainingDiverged(
-                    f"loss became {parts.total.item()} at epoch {epoch + 1}, step {index + 1} "
-                    f"(lower optim.lr / optim.head_lr, or check the input audio)"
-                )
-            (parts.total / accum).backward()
+                raise _diverged(f"loss became {parts.total.item()}", epoch, step, index, batches)
+            # the last group of an epoch may hold fewer than `accum` batches: average over those it holds
+            group_size = min(accum, batches - (index // accum) * accum)
+            (parts.total / group_size).backward()
             if (index + 1) % accum == 0 or index + 1 == batches:
                 scale = learning_rate_scale(step, steps_per_epoch, config)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * scale
                 if config.optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
+                    if not torch.isfinite(torch.as_tensor(norm)):
+                        raise _diverged(f"gradient norm became {float(norm)}", epoch, step, index, batches)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -271,6 +303,8 @@ def fit(
         dev = _embed(model, dev_loader, config, device)
         norm = score_norm(dev, centers, config)
         scores = score_embeddings(dev, centers, config, norm)
+        if not np.isfinite(scores).all():
+            raise _diverged("dev scores became non-finite", epoch, step - 1, batches - 1, batches)
         labels_np = dev["label"].numpy()
         dev_eer, threshold = compute_eer(scores[labels_np == 1], scores[labels_np == 0])
         metrics: dict[str, Any] = {
@@ -315,6 +349,29 @@ def fit(
             reporter.report(metrics, ckpt_dir)
 
     return FitResult(best_dev_eer=best_eer, best_epoch=best_epoch, epochs_run=config.train.epochs, run_dir=run_dir)
+
+
+def _diverged(what: str, epoch: int, step: int, index: int, batches: int) -> TrainingDiverged:
+    """The error for a non-finite loss, gradient or score (1-based epoch and optimizer step)."""
+    return TrainingDiverged(
+        f"training diverged: {what} at epoch {epoch + 1}, step {step + 1} (batch {index + 1} of {batches}); "
+        "lower optim.lr / optim.head_lr, or check the input audio"
+    )
+
+
+def _resume_payload(last: Path, config: ExperimentConfig) -> dict[str, Any] | None:
+    """The payload of ``last`` when it exists and was written by this configuration, else None."""
+    if not last.is_file():
+        return None
+    payload, saved = load_checkpoint(last)
+    differences = config_differences(saved, config)
+    if differences:
+        shown = "; ".join(differences[:5]) + (f" (+{len(differences) - 5} more)" if len(differences) > 5 else "")
+        raise UsageError(
+            f"{last.parent.parent}: holds a run with another configuration ({shown}); "
+            "resume it with its own config.yaml, or train into a new folder"
+        )
+    return payload
 
 
 def _truncate_history(path: Path, last_epoch_index: int) -> None:

@@ -19,6 +19,9 @@ __all__ = ["LineMap", "load_yaml", "dump_yaml", "atomic_write_text", "atomic_wri
 
 LineMap = dict[str, int]  # dotted key path -> 1-based line number
 
+_UMASK = os.umask(0)  # read once at import (umask can only be read by setting it)
+os.umask(_UMASK)
+
 
 def _collect_lines(node: yaml.Node, prefix: str, out: LineMap) -> None:
     if isinstance(node, yaml.MappingNode):
@@ -81,6 +84,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any other file
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
             handle.flush()

@@ -14,4 +14,4 @@ sets=()
 if [ "$config" != "-" ]; then
   sets+=(--overrides "$config")
 fi
-exec "$CBL" evaluate "$ckpt" "${sets[@]}" --out "$out" "$@"
+exec "$CBL" evaluate "$ckpt" ${sets[@]+"${sets[@]}"} --out "$out" "$@"
