@@ -294,6 +294,7 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     sweep = read_sweep(experiment_dir)
     trials = read_trials(experiment_dir)
     total = sweep["total_trials"]
+    trials = [t for t in trials if t.state != "lost"]  # see cbl.search._mark_lost_trials
     ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
     click.echo(format_status_table(trials, total=total))
     if len(ended) < total:

@@ -34,6 +34,9 @@ _QUIET_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
     "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # Ray snapshots the experiment every 10 s by default; a driver killed in between
+    # forgets trials started since. A snapshot is a few KB: take one every 2 s.
+    "TUNE_GLOBAL_CHECKPOINT_S": "2",
 }
 
 
@@ -352,8 +355,24 @@ def run_sweep(settings: SweepSettings, spec: SearchSpace, *, address: str | None
     sweep = {"settings": asdict(settings), "state": "running", "started": time.time(),
              "total_trials": total_trials(spec)}
     write_sweep(experiment_dir, sweep)
-    tuner.fit()
+    results = tuner.fit()
     sys.stdout.flush()
+    _mark_lost_trials(experiment_dir, {Path(r.path).name.removeprefix("trial_") for r in results if r.path})
+
+
+def _mark_lost_trials(experiment_dir: Path, known: set[str]) -> None:
+    """Trials that started after Ray's last snapshot before a kill are unknown to the restored sweep.
+
+    Ray samples their configuration again under a new id (the restored searcher
+    repeats the same suggestion), so the folder left behind is marked ``lost`` and
+    not counted: the sweep still has exactly the number of trials asked for.
+    """
+    from cbl.sweep_store import read_trials
+
+    for trial in read_trials(experiment_dir):
+        if trial.trial_id not in known and trial.state == "running":
+            write_trial_state(trial.path, state="lost", error="started after Ray's last snapshot before an "
+                              "interruption; Ray ran this configuration again as a new trial")
 
 
 __all__ += ["SWEEP_FILE", "run_trial"]

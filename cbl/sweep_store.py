@@ -119,7 +119,8 @@ def _sort_key(trial: TrialInfo, mode: str) -> tuple[int, float]:
 
 def best_trial(trials: list[TrialInfo], mode: str = "min") -> TrialInfo | None:
     """The trial with the best dev EER at any epoch, among those with a best checkpoint."""
-    ranked = sorted((t for t in trials if t.best_checkpoint.is_file() and not math.isnan(t.best_dev_eer)),
+    ranked = sorted((t for t in trials if t.state != "lost" and t.best_checkpoint.is_file()
+                     and not math.isnan(t.best_dev_eer)),
                     key=lambda t: _sort_key(t, mode))
     return ranked[0] if ranked else None
 

@@ -202,3 +202,19 @@ def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
     dev = json.loads((experiment / "final_eval" / "summary-ASVspoof2019.LA.cm.dev.trl.json").read_text())
     # the best trial's dev EER, recomputed from a protocol file, is what the sweep recorded
     assert dev["eers"][0][1] == pytest.approx(summary["dev_eer"], abs=1e-9)
+
+
+def test_trials_unknown_to_the_restored_sweep_are_marked_lost_and_not_counted(tmp_path):
+    from cbl.search import _mark_lost_trials
+    from cbl.sweep_store import best_trial, write_trial_state
+
+    for trial_id, eer in (("known", 0.3), ("orphan", 0.1)):
+        path = tmp_path / "trials" / trial_id
+        write_trial_state(path, trial_id=trial_id, params={}, state="running")
+        (path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "dev_eer": eer}) + "\n")
+        (path / "checkpoints").mkdir()
+        (path / "checkpoints" / "best.pt").write_bytes(b"x")
+    _mark_lost_trials(tmp_path, {"known"})
+    states = {t.trial_id: t.state for t in read_trials(tmp_path)}
+    assert states == {"known": "running", "orphan": "lost"}
+    assert best_trial(read_trials(tmp_path)).trial_id == "known"  # a lost trial is never the best
