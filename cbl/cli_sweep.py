@@ -1,0 +1,246 @@
+"""``cbl-search`` sweep commands: run, resume, status, best, final-eval, tensorboard, report.
+
+Registered on the click group of :mod:`cbl.cli` when that module is imported.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from cbl.cli import cli, demo_option, set_option
+from cbl.errors import UsageError
+
+__all__: list[str] = []
+
+
+def _storage(storage: str | None) -> Path:
+    if storage and "://" in storage:
+        raise UsageError(f"--storage {storage}: cbl keeps trial checkpoints on a filesystem; give a folder "
+                         "that every node can reach (e.g. an NFS mount), not a URI")
+    return Path(storage or "cbl_runs").expanduser().resolve()
+
+
+def _echo_best_and_final(experiment_dir: Path, mode: str, seeds: int, split: str) -> None:
+    from cbl.final_eval import export_best_config, final_evaluation, require_best
+
+    best = require_best(experiment_dir, mode)
+    params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()))
+    click.echo(f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}"
+               f"  ({params or 'grid point'})")
+    click.echo(f"best configuration exported to {export_best_config(experiment_dir, best)}")
+    click.echo(f"final evaluation of the best checkpoint on the {split} split:")
+    result = final_evaluation(experiment_dir, seeds=seeds, split=split, mode=mode, echo=click.echo)
+    click.echo(result.attack_table)
+    click.echo(result.summary_line())
+
+
+def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> None:
+    """After tuner.fit(): say whether the sweep is complete; if so, best + final evaluation."""
+    from cbl.sweep_store import format_status_table, read_sweep, read_trials, write_sweep
+
+    sweep = read_sweep(experiment_dir)
+    trials = read_trials(experiment_dir)
+    total = sweep["total_trials"]
+    trials = [t for t in trials if t.state != "lost"]  # see cbl.search._mark_lost_trials
+    ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
+    click.echo(format_status_table(trials, total=total))
+    if len(ended) < total:
+        write_sweep(experiment_dir, {**sweep, "state": "interrupted"})
+        click.echo(f"sweep interrupted: {len(ended)} of {total} trials ended.\n"
+                   f"resume it with: cbl-search resume {experiment_dir}")
+        raise SystemExit(130)
+    errored = sum(t.state == "error" for t in trials)
+    if errored:
+        click.echo(f"{errored} trial(s) errored (retry them: cbl-search resume {experiment_dir} --retry-errored)")
+    write_sweep(experiment_dir, {**sweep, "state": "finished"})
+    settings = sweep["settings"]
+    from cbl.search import SweepSettings
+
+    spec = SweepSettings(**settings).space()
+    if not skip_final:
+        _echo_best_and_final(experiment_dir, spec.mode, final_seeds or spec.final_eval_seeds, spec.final_eval_split)
+    click.echo(f"TensorBoard: tensorboard --logdir {experiment_dir}   (or: cbl-search tensorboard {experiment_dir})")
+
+
+@cli.command("run")
+@click.argument("space_path", metavar="SPACE.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@demo_option
+@set_option
+@click.option("--storage", default=None, help="Folder for experiments (default: ./cbl_runs). Shared by all nodes "
+              "on a cluster.")
+@click.option("--name", default=None, help="Experiment name (default: the file's name:).")
+@click.option("--address", default=None, envvar="RAY_ADDRESS",
+              help="Join a Ray cluster (auto, or host:port) instead of starting a private local one.")
+@click.option("--num-samples", type=int, default=None, help="Override search.num_samples.")
+@click.option("--final-seeds", type=click.IntRange(min=1), default=None,
+              help="Retrain the best configuration with this many seeds for the final evaluation.")
+@click.option("--resume", "resume_existing", is_flag=True, help="Resume the experiment if it exists unfinished.")
+@click.option("--no-final-eval", is_flag=True, help="Stop after the sweep (run final-eval later).")
+def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], storage: str | None, name: str | None,
+                address: str | None, num_samples: int | None, final_seeds: int | None, resume_existing: bool,
+                no_final_eval: bool) -> None:
+    """Run a hyperparameter sweep: trials, best configuration, final evaluation."""
+    from cbl.lock import experiment_lock
+    from cbl.profiles import DEMO_NOTICE
+    from cbl.search import prepare_sweep
+    from cbl.sweep_store import SWEEP_FILE, read_sweep
+
+    settings, spec = prepare_sweep(space_path, demo=demo, set_options=list(set_options), storage=_storage(storage),
+                                   name=name, num_samples=num_samples)
+    experiment_dir = Path(settings.experiment_dir)
+    fresh_folder = not experiment_dir.exists() or not any(experiment_dir.iterdir())
+    experiment_dir.mkdir(parents=True, exist_ok=True)
+    with experiment_lock(experiment_dir):  # first: a running sweep is the reason to refuse
+        resume = False
+        if (experiment_dir / SWEEP_FILE).is_file():
+            state = read_sweep(experiment_dir).get("state")
+            if state == "finished":
+                raise UsageError(f"{experiment_dir}: this experiment already finished; pick another --name "
+                                 "(or look at it: cbl-search status / best / final-eval)")
+            if not resume_existing:
+                raise UsageError(f"{experiment_dir}: this experiment exists and is unfinished; continue it with "
+                                 f"`cbl-search resume {experiment_dir}` (or run with --resume), or pick another "
+                                 "--name")
+            resume = True
+        elif not fresh_folder and any(p.name != ".lock" for p in experiment_dir.iterdir()):
+            raise UsageError(f"{experiment_dir}: folder exists and is not a cbl experiment; pick another --name")
+        _sweep(settings, spec, address, resume, False, final_seeds, no_final_eval, DEMO_NOTICE if demo else None)
+
+
+def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final_eval, notice) -> None:
+    """Run or resume the sweep, then finish it; the caller holds the experiment lock."""
+    from cbl.search import run_sweep
+    from cbl.space import total_trials
+
+    experiment_dir = Path(settings.experiment_dir)
+    if notice:
+        click.echo(notice)
+    click.echo(f"experiment {spec.name}: {total_trials(spec)} trials ({spec.algorithm}"
+               f"{', ASHA' if spec.scheduler == 'asha' else ''}), {spec.cpu:g} CPU + {spec.gpu:g} GPU per trial"
+               f"\nfolder: {experiment_dir}")
+    run_sweep(settings, spec, address=address, resume=resume, retry_errored=retry_errored)
+    _finish(experiment_dir, final_seeds, no_final_eval)
+
+
+@cli.command("resume")
+@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--address", default=None, envvar="RAY_ADDRESS", help="Join a Ray cluster instead of a local Ray.")
+@click.option("--retry-errored", is_flag=True, help="Also retry errored trials (from their last checkpoint).")
+@click.option("--final-seeds", type=click.IntRange(min=1), default=None)
+@click.option("--no-final-eval", is_flag=True)
+def resume_command(experiment_dir: Path, address: str | None, retry_errored: bool, final_seeds: int | None,
+                   no_final_eval: bool) -> None:
+    """Finish an interrupted sweep (driver killed, reboot, Ctrl-C): no trial lost, none run twice."""
+    from cbl.search import SweepSettings
+    from cbl.sweep_store import read_sweep, require_experiment
+
+    experiment_dir = require_experiment(experiment_dir.resolve())
+    sweep = read_sweep(experiment_dir)
+    settings = SweepSettings(**{**sweep["settings"], "experiment_dir": str(experiment_dir)})
+    spec = settings.space()
+    from cbl.lock import experiment_lock
+    from cbl.profiles import DEMO_NOTICE
+
+    with experiment_lock(experiment_dir):
+        sweep = read_sweep(experiment_dir)
+        if sweep.get("state") == "finished" and not retry_errored:
+            click.echo(f"{experiment_dir}: the sweep already finished; nothing to resume")
+            return
+        _sweep(settings, spec, address, True, retry_errored, final_seeds, no_final_eval,
+               DEMO_NOTICE if settings.demo else None)
+
+
+@cli.command("status")
+@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def status_command(experiment_dir: Path) -> None:
+    """Table of trials (state, parameters, epochs, best dev EER), best first; works while a sweep runs."""
+    from cbl.sweep_store import format_status_table, read_sweep, read_trials, require_experiment
+
+    experiment_dir = require_experiment(experiment_dir)
+    sweep = read_sweep(experiment_dir)
+    click.echo(f"experiment {experiment_dir.name}: {sweep.get('state', '?')}")
+    click.echo(format_status_table(read_trials(experiment_dir), total=sweep.get("total_trials")))
+
+
+@cli.command("best")
+@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the best configuration here (default: EXPERIMENT_DIR/best_config.yaml).")
+def best_command(experiment_dir: Path, export_path: Path | None) -> None:
+    """The best trial by dev EER, and its configuration as YAML."""
+    from cbl.final_eval import export_best_config, require_best
+    from cbl.sweep_store import require_experiment
+
+    experiment_dir = require_experiment(experiment_dir)
+    best = require_best(experiment_dir)
+    click.echo(f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}")
+    for key, value in sorted(best.params.items()):
+        click.echo(f"  {key}: {value}")
+    click.echo(f"checkpoint: {best.best_checkpoint}")
+    click.echo(f"configuration: {export_best_config(experiment_dir, best, export_path)}")
+
+
+@cli.command("final-eval")
+@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--split", type=click.Choice(["dev", "eval"]), default="eval", show_default=True)
+@click.option("--protocol", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Evaluate on this protocol instead (e.g. ASVspoof 2021 DF keys, In-the-Wild meta.csv).")
+@click.option("--audio-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
+@click.option("--corpus", type=click.Choice(["asvspoof2019_la", "asvspoof2021_la", "asvspoof2021_df",
+                                             "in_the_wild", "folder"]), default=None)
+@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Retrain the best configuration with this many seeds and report mean +- std.")
+def final_eval_command(experiment_dir: Path, split: str, protocol: Path | None, audio_dir: Path | None,
+                       corpus: str | None, seeds: int) -> None:
+    """Evaluate the best checkpoint of a sweep on the eval split or another protocol."""
+    from cbl.final_eval import final_evaluation
+    from cbl.sweep_store import require_experiment
+
+    experiment_dir = require_experiment(experiment_dir)
+    if protocol is not None and audio_dir is None:
+        raise UsageError("--protocol needs --audio-dir (the folder its utterance ids point into)")
+    result = final_evaluation(experiment_dir, seeds=seeds, split=split, protocol=protocol, audio_dir=audio_dir,
+                              corpus=corpus, echo=click.echo)
+    click.echo(result.attack_table)
+    click.echo(result.summary_line())
+
+
+@cli.command("tensorboard")
+@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--port", type=int, default=6006, show_default=True)
+@click.option("--print-only", is_flag=True, help="Print the command instead of starting TensorBoard.")
+def tensorboard_command(experiment_dir: Path, port: int, print_only: bool) -> None:
+    """Start TensorBoard on an experiment: one run per trial, HParams dashboard for comparing them."""
+    import subprocess
+
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(experiment_dir), "--port", str(port)]
+    click.echo(f"tensorboard --logdir {experiment_dir} --port {port}")
+    if not print_only:
+        subprocess.run(command, check=False)  # a list, no shell: the path is never interpreted
+
+
+@cli.command("report")
+@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder (default: EXPERIMENT_DIR/report).")
+@click.option("--max-points", type=click.IntRange(min=10), default=2000, show_default=True,
+              help="Dev utterances (a fixed random sample) embedded for the 2-D projection and the projector.")
+@click.option("--no-models", is_flag=True, help="Only the sweep tables and learning curves: load no checkpoint.")
+def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, no_models: bool) -> None:
+    """Write report.md, report.html and figures for a sweep (works without Ray, also while it runs).
+
+    Results and per-value tables, hyperparameter importance, learning curves; for the best
+    trial and the best ce_only trial: DET curves, per-attack EER, dev embeddings (also in
+    TensorBoard's projector under EXPERIMENT_DIR/projector).
+    """
+    from cbl.report import build_report
+    from cbl.sweep_store import require_experiment
+
+    experiment_dir = require_experiment(experiment_dir)
+    files = build_report(experiment_dir, out_dir, max_points=max_points, models=not no_models, echo=click.echo)
+    click.echo(f"report written: {files.markdown} and {files.html} ({len(files.figures)} figures)")
+    if files.projector is not None:
+        click.echo(f"embeddings for the projector: tensorboard --logdir {files.projector}")
