@@ -90,10 +90,13 @@ class ModelConfig:
 class LossConfig:
     type: str = "cluster_only"  # cluster_only, combined (CE + lambda * cluster), ce_only
     num_clusters: int = 10  # K bonafide centers (seed default)
-    alpha: float = 1.0  # weight of the spoof repulsion term (seed default)
-    margin: float = 0.2  # spoofs are pushed until cos(z, c) <= margin for every center
+    # weight of the spoof repulsion term (seed default). Above ~sqrt(2 - 2 margin) (1.26 at margin 0.2) a
+    # model whose embeddings do not yet separate the classes can settle with every embedding at cos = margin
+    # to the centers, where no spoof is pushed any more (seen from random weights; untested on pre-trained ones)
+    alpha: float = 1.0
+    margin: float = 0.2  # spoofs are pushed until cos(z, c) <= margin for every center (hinge on the distance)
     repulsion: str = "all"  # all (smooth max over centers) or nearest (legacy)
-    temperature: float = 0.1  # log-sum-exp temperature of the smooth maximum
+    temperature: float = 0.1  # smooth maximum over centers = p-norm with p = 1 + 1/T (0: nearest only, inf: sum)
     ce_lambda: float = 1.0  # weight of the cluster term in "combined"
     ce_bonafide_weight: float = 0.0  # 0 = from class frequencies; else the bonafide class weight
     score: str = "cluster"  # detection score for "combined": cluster, ce, or sum (z-normalised)

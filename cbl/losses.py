@@ -4,20 +4,37 @@ Geometry (embeddings z and centers c_k are unit vectors, s_k = cos(z, c_k)):
 
 * Attraction, bonafide only: ``mean(1 - max_k s_k)`` pulls each bonafide embedding
   toward its nearest center. Zero when every bonafide lies on a center.
-* Repulsion, spoof only, from **all** centers down to the margin m. With the
-  per-center hinge ``r_k = relu(s_k - m)`` and temperature T,
+* Repulsion, spoof only, from **all** centers down to the margin m (a cosine).
+  The per-center hinge is on the chord distance ``d(s) = ||z - c|| = sqrt(2 - 2 s)``,
 
-      rep(z) = T * log(1 + sum_k (exp(r_k / T) - 1))
+      r_k = relu(d(m) - d(s_k))          (zero exactly when s_k <= m)
 
-  This is a smooth maximum whose zero point is right: rep = 0 exactly when every
-  s_k <= m, rep >= max_k r_k always (never under-penalises the nearest center),
-  rep == max_k r_k when a single center is violated, and rep <= max_k r_k + T log K.
-  T -> 0 gives max_k r_k (hinge on the nearest center), T -> inf gives sum_k r_k.
-  A plain T*logsumexp(s/T) - m would exceed the true maximum by up to T log K and
-  keep penalising spoofs that are already beyond the margin; subtracting T log K
-  instead would let a spoof close to one center escape when the others are far.
-  ``repulsion="nearest"`` keeps only the hinge on the nearest center (an option,
-  not the default: it ignores every other center).
+  and the centers are combined by a smooth maximum that is a p-norm, p = 1 + 1/T:
+
+      rep(z) = (sum_k r_k ** p) ** (1 / p)
+
+  rep = 0 exactly when every s_k <= m; max_k r_k <= rep <= K**(1/p) max_k r_k, so
+  it never under-penalises the nearest center; rep == max_k r_k when a single
+  center is violated; T -> 0 gives max_k r_k (hinge on the nearest center),
+  T -> inf gives sum_k r_k. ``repulsion="nearest"`` keeps only the hinge on the
+  nearest center (an option, not the default: it ignores every other center).
+
+  Why these two shapes (both found by the demo collapsing, both general):
+
+  - Distance, not cosine, in the hinge. ``relu(s - m)`` is a hinge on the
+    *squared* distance (s = 1 - d^2/2), so its push on a spoof is proportional to
+    d and vanishes when the spoof sits on a center: "everything on the bonafide
+    centers" (attraction 0, repulsion at its maximum) was a stationary point that
+    training could not leave. A hinge on d (the usual contrastive-loss hinge)
+    pushes hardest there. Attraction stays ``1 - s`` (d^2/2, like center loss):
+    a bonafide on its center is at rest, a spoof on a center never is.
+  - A homogeneous smooth maximum. The earlier ``T log(1 + sum_k(exp(r_k/T) - 1))``
+    behaves like ``sum_k r_k`` whenever the hinges are small next to T, so a spoof
+    near a bundle of K similar centers (k-means centers on an anisotropic
+    embedding space, e.g. at initialisation) was pushed up to K times harder than
+    by one center: the repulsion swamped the attraction and pushed every
+    embedding, bonafide included, out to the margin. The p-norm's gradient
+    weights sum to at most K**(1/p) (1.26 for K = 10, T = 0.1) at every scale.
 
 There are no spoof clusters. Labels: 1 bonafide, 0 spoof.
 """
@@ -58,21 +75,33 @@ class LossParts(NamedTuple):
     ce: Tensor
 
 
+_CHORD_EPS = 1e-6  # keeps sqrt's gradient finite (<= 1e3) for a spoof exactly on a center
+
+
+def _chord(similarities: Tensor) -> Tensor:
+    """Chord distance ``||z - c|| = sqrt(2 - 2 cos)`` between unit vectors, from their cosine."""
+    return torch.sqrt((2.0 - 2.0 * similarities).clamp_min(0.0) + _CHORD_EPS)
+
+
 def repulsion_from_similarities(similarities: Tensor, margin: float, temperature: float, mode: str = "all") -> Tensor:
-    """Per-spoof repulsion from cosine similarities to the centers.
+    """Per-spoof repulsion from cosine similarities to the centers (see the module docstring).
 
     similarities: (N, K) -> (N,), each >= 0 and exactly 0 when all similarities <= margin.
     """
-    hinge = F.relu(similarities - margin)  # (N, K)
+    margin_distance = _chord(torch.as_tensor(margin, dtype=similarities.dtype, device=similarities.device))
+    hinge = F.relu(margin_distance - _chord(similarities))  # (N, K)
     if mode == "nearest":
         return hinge.max(dim=1).values
-    scaled = hinge / temperature
-    # shift by the (detached) row maximum so exp never overflows; the shift cancels exactly
-    shift = scaled.max(dim=1, keepdim=True).values.detach()
-    num_centers = similarities.shape[1]
-    # inner = sum_k exp(r_k/T - M) - (K - 1) exp(-M) >= 1, so the log is always finite
-    inner = torch.exp(scaled - shift).sum(dim=1) - (num_centers - 1) * torch.exp(-shift.squeeze(1))
-    return temperature * (shift.squeeze(1) + torch.log(inner))
+    power = 1.0 + 1.0 / temperature
+    # (sum_k r_k^p)^(1/p) = top * (sum_k (r_k / top)^p)^(1/p) for any constant top > 0: dividing by the
+    # (detached) row maximum keeps r^p from underflowing or overflowing and makes the inner sum >= 1
+    top = hinge.max(dim=1, keepdim=True).values.detach()
+    violated = top > 0
+    safe_top = torch.where(violated, top, torch.ones_like(top))
+    inner = ((hinge / safe_top) ** power).sum(dim=1, keepdim=True)
+    # rows with no violated center: exactly 0, with a zero gradient (no 0 ** (1/p) in the graph)
+    inner = torch.where(violated, inner, torch.ones_like(inner))
+    return torch.where(violated, safe_top * inner ** (1.0 / power), torch.zeros_like(top)).squeeze(1)
 
 
 class BonafideClusterLoss:

@@ -72,28 +72,62 @@ def test_loss_is_zero_when_bonafide_on_centers_and_spoofs_beyond_margin() -> Non
     assert parts.total.item() == pytest.approx(0.0, abs=1e-6)
 
 
+def chord_hinge(similarities: torch.Tensor, margin: float) -> torch.Tensor:
+    """Per-center hinge on the chord distance: relu(d(m) - d(s)), d(s) = sqrt(2 - 2 s)."""
+    return F.relu(math.sqrt(2 - 2 * margin) - torch.sqrt(2 - 2 * similarities))
+
+
 @pytest.mark.parametrize("temperature", [0.01, 0.1, 1.0])
 def test_repulsion_bounded_below_and_close_to_hinge_on_max(temperature: float) -> None:
     similarities = torch.rand(200, 7, generator=torch.Generator().manual_seed(6)) * 2 - 1
     margin = 0.2
     rep = repulsion_from_similarities(similarities, margin, temperature, "all")
-    hinge_max = F.relu(similarities.max(dim=1).values - margin)
+    hinge_max = chord_hinge(similarities, margin).max(dim=1).values
     assert (rep >= 0).all()
-    assert (rep >= hinge_max - 1e-5).all()  # never under-penalises the nearest center
-    assert (rep <= hinge_max + temperature * math.log(7) + 1e-5).all()
+    assert (rep >= hinge_max - 1e-3).all()  # never under-penalises the nearest center
+    assert (rep <= hinge_max * 7 ** (1 / (1 + 1 / temperature)) + 1e-5).all()
     beyond = (similarities <= margin).all(dim=1)
     assert beyond.any() and (rep[beyond] == 0).all()
 
 
 def test_repulsion_temperature_limits_are_max_and_sum_of_hinges() -> None:
     similarities = torch.tensor([[0.9, 0.6, 0.1]])
-    hinges = F.relu(similarities - 0.2)
+    hinges = chord_hinge(similarities, 0.2)
     cold = repulsion_from_similarities(similarities, 0.2, 1e-3, "all")
     hot = repulsion_from_similarities(similarities, 0.2, 1e3, "all")
     assert cold.item() == pytest.approx(hinges.max().item(), abs=1e-3)
     assert hot.item() == pytest.approx(hinges.sum().item(), rel=1e-2)
     single = repulsion_from_similarities(torch.tensor([[0.7, -0.5, 0.0]]), 0.2, 0.1, "all")
-    assert single.item() == pytest.approx(0.5, abs=1e-5)  # one violated center: exactly the hinge
+    expected = math.sqrt(2 - 2 * 0.2) - math.sqrt(2 - 2 * 0.7)
+    assert single.item() == pytest.approx(expected, abs=1e-4)  # one violated center: exactly its hinge
+
+
+def test_repulsion_push_is_strongest_on_a_center_not_zero() -> None:
+    """A spoof sitting on a bonafide center must be pushed (the cosine hinge's push vanished there)."""
+    centers = unit(1, 16, seed=12)
+    offsets = [1e-2, 0.1, 0.5]  # cos ~0.99995, ~0.995, ~0.89
+    pushes = []
+    for offset in offsets:
+        z = F.normalize(centers[0] + offset * unit(1, 16, seed=13), dim=-1).requires_grad_(True)
+        BonafideClusterLoss(margin=0.2)(z, centers, torch.zeros(1, dtype=torch.long)).total.backward()
+        pushes.append(z.grad.norm().item())
+    # about the full unit push at every distance inside the margin; the cosine hinge gave 0.01, 0.09, 0.38
+    assert min(pushes) > 0.9
+
+
+def test_near_duplicate_centers_do_not_multiply_the_push() -> None:
+    """K similar centers push a spoof near the margin about as hard as one (the old smooth max: 2.2x here, up to K)."""
+    base = unit(1, 32, seed=14)
+    bundle = F.normalize(base + 0.02 * unit(10, 32, seed=15), dim=-1)  # 10 centers, cos ~0.99 to each other
+    # a spoof just inside the margin of all of them
+    direction = F.normalize(unit(1, 32, seed=16) - (unit(1, 32, seed=16) @ base.T) * base, dim=-1)
+    z0 = F.normalize(0.25 * base + math.sqrt(1 - 0.25**2) * direction, dim=-1)
+    grads = []
+    for centers in (base, bundle):
+        z = z0.clone().requires_grad_(True)
+        BonafideClusterLoss(margin=0.2)(z, centers, torch.zeros(1, dtype=torch.long)).total.backward()
+        grads.append(z.grad.norm().item())
+    assert grads[1] <= 10 ** (1 / 11) * grads[0] * 1.05
 
 
 def test_spoof_near_a_non_nearest_center_is_still_penalised_under_all() -> None:

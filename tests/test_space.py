@@ -46,7 +46,7 @@ def test_demo_block_overrides_only_in_demo_mode():
     lr = {p.key: p for p in normal.params}["optim.lr"]
     demo_lr = {p.key: p for p in demo.params}["optim.lr"]
     assert (lr.low, lr.high) == (1e-6, 1e-4)
-    assert (demo_lr.low, demo_lr.high) == (1e-3, 1e-2)
+    assert (demo_lr.low, demo_lr.high) == (5e-4, 3e-3)
     assert normal.num_samples == 24 and demo.num_samples == 12
     assert normal.gpu == 0.5 and demo.gpu == 0.0  # the demo runs on a laptop CPU
 

@@ -157,7 +157,7 @@ def _final_state(run_dir: Path):
 @pytest.mark.parametrize(
     "sets",
     [
-        ("loss.type=cluster_only", "centers.method=kmeans"),
+        ("loss.type=cluster_only", "centers.method=kmeans", "centers.refresh_every=1"),  # refits on resume
         ("loss.type=cluster_only", "centers.method=online"),
         ("loss.type=ce_only",),
         ("loss.type=combined", "loss.score=sum", "optim.grad_accum=2"),
