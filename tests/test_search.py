@@ -218,3 +218,36 @@ def test_trials_unknown_to_the_restored_sweep_are_marked_lost_and_not_counted(tm
     states = {t.trial_id: t.state for t in read_trials(tmp_path)}
     assert states == {"known": "running", "orphan": "lost"}
     assert best_trial(read_trials(tmp_path)).trial_id == "known"  # a lost trial is never the best
+
+
+def test_errored_trial_is_reported_and_retried_with_retry_errored(ray_session, tmp_path):
+    from cbl.data import demo_root
+    from cbl.search import prepare_sweep
+
+    space = write_space(tmp_path, GRID.replace("resources: {cpu: 1, gpu: 0}",
+                                               "resources: {cpu: 1, gpu: 0}\nfailure: {max_failures: 0}"))
+    args = [*TINY, "--set", "data.demo_seed=7"]  # a corpus of its own: this test damages it
+    sets = [a for a in args if a != "--set"]
+    settings, _ = prepare_sweep(space, demo=True, set_options=sets, storage=tmp_path / "runs", name=None,
+                                num_samples=None)
+    root = demo_root(settings.trial_config({}).data)
+    victim = sorted((root / "ASVspoof2019_LA_train" / "flac").glob("*.flac"))[0]
+    good = victim.read_bytes()
+    victim.write_bytes(good[:200])  # a truncated FLAC met mid-epoch
+
+    first = run("run", str(space), "--demo", "--storage", str(tmp_path / "runs"), *args)
+    experiment = tmp_path / "runs" / "grid"
+    trials = read_trials(experiment)
+    assert first.exit_code == 1, first.output  # every trial errored: no best configuration to evaluate
+    assert "no trial has finished an epoch yet" in first.output and "Traceback" not in first.output
+    assert all(t.state == "error" for t in trials) and len(trials) == 3
+    assert all(victim.name in t.error for t in trials)  # the reason names the file
+    assert "3 trial(s) errored" in first.output and "--retry-errored" in first.output
+    status = run("status", str(experiment))
+    assert "error: AudioError" in status.output and victim.name in status.output
+
+    victim.write_bytes(good)
+    retried = run("resume", str(experiment), "--retry-errored", "--no-final-eval")
+    assert retried.exit_code == 0, retried.output
+    trials = read_trials(experiment)
+    assert len(trials) == 3 and all(t.state == "finished" and t.epochs == 2 for t in trials)
