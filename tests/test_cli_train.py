@@ -20,18 +20,8 @@ from cbl.profiles import resolve_config
 from cbl.train import read_history
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = (
-    "data.demo_utterances=40",
-    "data.demo_seconds=0.5",
-    "data.max_len=8000",
-    "data.eval_window=8000",
-    "loss.num_clusters=4",
-    "train.epochs=2",
-    "train.batch_size=8",
-    "train.eval_batch_size=20",
-    "train.num_threads=1",
-)
-TINY_ARGS = [arg for item in TINY for arg in ("--set", item)]
+from tiny import TINY, as_set_args
+TINY_ARGS = as_set_args()
 
 
 def train(out: Path, *extra: str):

@@ -20,17 +20,7 @@ from cbl.metrics import compute_eer
 from cbl.profiles import resolve_config
 from cbl.train import fit, read_history
 
-TINY = (
-    "data.demo_utterances=40",
-    "data.demo_seconds=0.5",
-    "data.max_len=8000",
-    "data.eval_window=8000",
-    "loss.num_clusters=4",
-    "train.epochs=2",
-    "train.batch_size=8",
-    "train.eval_batch_size=20",
-    "train.num_threads=1",
-)
+from tiny import TINY
 
 
 @pytest.fixture(scope="module")

@@ -65,13 +65,12 @@ class TrainDataset(Dataset[Item]):
         audio = crop_or_tile(load_audio(record.path, self.data.sample_rate), self.data.max_len, rng)
         if self.data.rawboost_algo:
             audio = apply_rawboost(audio, self.data.rawboost_algo, rng, self.data.sample_rate)
-        return {
-            "audio": torch.from_numpy(audio),
-            "label": record.label,
-            "utt_id": record.utt_id,
-            "attack": record.attack,
-            "index": index,
-        }
+        return _item(record, audio, index)
+
+
+def _item(record: Record, audio: np.ndarray, index: int) -> Item:
+    return {"audio": torch.from_numpy(audio), "label": record.label, "utt_id": record.utt_id,
+            "attack": record.attack, "index": index}
 
 
 class EvalDataset(Dataset[Item]):
@@ -96,13 +95,7 @@ class EvalDataset(Dataset[Item]):
         audio = load_audio(record.path, self.data.sample_rate)
         if self.data.eval_mode == "window":
             audio = fixed_window(audio, self.data.eval_window)
-        return {
-            "audio": torch.from_numpy(audio),
-            "label": record.label,
-            "utt_id": record.utt_id,
-            "attack": record.attack,
-            "index": index,
-        }
+        return _item(record, audio, index)
 
 
 def collate(items: Sequence[Item]) -> dict[str, Any]:
