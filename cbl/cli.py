@@ -148,7 +148,7 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
             raise UsageError(f"{run_dir}: holds a run with another configuration ({shown}); "
                              "choose a new --out folder")
         click.echo(f"resuming the run in {run_dir}")
-    if config.data.corpus == "demo" or config.model.ssl == "tiny":
+    if config.data.corpus == "demo":
         click.echo(DEMO_NOTICE)
     click.echo(f"run folder: {run_dir}")
     reporter = ConsoleReporter(config, run_dir, echo=click.echo)

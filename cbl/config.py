@@ -77,7 +77,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    ssl: str = "tiny"  # "tiny" (random-weight, CPU-sized), a hub name, or a local folder
+    # a hub name, a local save_pretrained folder, or "tiny" (random weights, CPU-sized: --demo and tests)
+    ssl: str = "facebook/wav2vec2-xls-r-300m"
     layer_mode: str = "last"  # which hidden states feed the head: last, index, weighted (learnable sum)
     layer_index: int = -1  # used when layer_mode == "index" (python indexing over hidden states)
     freeze_feature_encoder: bool = True  # the CNN feature encoder rarely benefits from tuning

@@ -25,7 +25,7 @@ def audio(batch: int = 4, samples: int = SAMPLES, seed: int = 0) -> torch.Tensor
 
 def small_model(**overrides) -> SpoofDetector:
     torch.manual_seed(0)
-    return build_model(ModelConfig(embedding_dim=16, **overrides))
+    return build_model(ModelConfig(**{"ssl": "tiny", "embedding_dim": 16, **overrides}))
 
 
 @pytest.mark.parametrize("loss_type", ["cluster_only", "combined", "ce_only"])
