@@ -19,13 +19,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cbl.errors import CblError, UsageError
 from cbl.space import SearchSpace, expand_grid, parse_search_space, suggest, total_trials
-from cbl.sweep_store import SWEEP_FILE, trial_dir, write_sweep, write_trial_state
+from cbl.sweep_store import trial_dir, write_sweep, write_trial_state
 
-__all__ = ["SweepSettings", "prepare_sweep", "run_sweep", "start_ray", "quiet_ray_environment"]
+__all__ = ["GridSearcher", "SweepSettings", "TrialLines", "prepare_sweep", "quiet_ray_environment", "run_sweep",
+           "run_trial", "start_ray"]
 
 _QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
@@ -374,5 +375,3 @@ def _mark_lost_trials(experiment_dir: Path, known: set[str]) -> None:
             write_trial_state(trial.path, state="lost", error="started after Ray's last snapshot before an "
                               "interruption; Ray ran this configuration again as a new trial")
 
-
-__all__ += ["SWEEP_FILE", "run_trial"]
