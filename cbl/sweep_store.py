@@ -8,7 +8,7 @@ Layout of an experiment folder (``<storage>/<name>/``)::
         trial.json           sampled parameters, state (running|finished|stopped|error), error reason
         config.yaml          the trial's resolved config
         metrics.jsonl        one line per epoch
-        checkpoints/{last,best}.pt
+        checkpoints/{last,previous,best}.pt   (previous: the fallback if last.pt is damaged)
     trial_<trial_id>/        Ray's own trial folder (TensorBoard events, progress.csv, params.json)
     best_config.yaml         the best trial's resolved config (after the sweep)
     final_eval/              scores and summary of the final evaluation

@@ -6,7 +6,8 @@ Per epoch, in named phases: train (collecting detached bonafide embeddings on th
 way), refresh the centers from those embeddings (no extra pass), score dev,
 compute dev EER, checkpoint (last, and best by dev EER), report.
 
-``run_dir`` holds ``checkpoints/last.pt``, ``checkpoints/best.pt``,
+``run_dir`` holds ``checkpoints/last.pt`` (and ``previous.pt``, the one before:
+the fallback when last.pt is found damaged), ``checkpoints/best.pt``,
 ``metrics.jsonl`` and ``config.yaml``. When ``last.pt`` exists, ``fit`` resumes
 from it and reaches the same result as an uninterrupted run: data order and
 augmentation are functions of (seed, epoch, index), the learning rate a pure
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import time
@@ -28,9 +30,19 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from cbl.checkpoint import load_checkpoint, load_model_state, rng_state, save_checkpoint, set_rng_state
+from cbl.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_model_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from cbl.config import ExperimentConfig, config_to_dict, save_config
 from cbl.errors import CblError, UsageError
+
+logger = logging.getLogger(__name__)
+PREVIOUS = "previous.pt"  # the checkpoint before last.pt, the fallback when last.pt is damaged
 
 __all__ = [
     "FitResult",
@@ -202,7 +214,7 @@ def fit(
     # ---- data (first: a missing dataset fails before anything is written)
     train_records = load_split(config.data, "train")
     dev_records = load_split(config.data, "dev")
-    resume_from = _resume_payload(last, config)
+    resume_from, resumed_path = _resume_payload(ckpt_dir, config)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir / "config.yaml")
     torch.manual_seed(config.train.seed)
@@ -220,7 +232,7 @@ def fit(
     start_epoch, step, best_eer, best_epoch, best_threshold = 0, 0, math.inf, -1, 0.0
     if resume_from is not None:
         payload = resume_from
-        load_model_state(model, payload["model"], str(last))
+        load_model_state(model, payload["model"], str(resumed_path))
         optimizer.load_state_dict(payload["optimizer"])
         if centers is not None and payload.get("centers"):
             centers.load_state_dict(payload["centers"])
@@ -344,6 +356,8 @@ def fit(
             handle.write(json.dumps(metrics) + "\n")
         if improved:
             save_checkpoint(ckpt_dir / "best.pt", {k: v for k, v in payload.items() if k != "optimizer"}, config)
+        if last.is_file():  # keep one good checkpoint behind, in case the new one is damaged later
+            os.replace(last, ckpt_dir / PREVIOUS)
         save_checkpoint(last, payload, config)
         if reporter is not None:
             reporter.report(metrics, ckpt_dir)
@@ -359,19 +373,35 @@ def _diverged(what: str, epoch: int, step: int, index: int, batches: int) -> Tra
     )
 
 
-def _resume_payload(last: Path, config: ExperimentConfig) -> dict[str, Any] | None:
-    """The payload of ``last`` when it exists and was written by this configuration, else None."""
-    if not last.is_file():
-        return None
-    payload, saved = load_checkpoint(last)
-    differences = config_differences(saved, config)
-    if differences:
-        shown = "; ".join(differences[:5]) + (f" (+{len(differences) - 5} more)" if len(differences) > 5 else "")
-        raise UsageError(
-            f"{last.parent.parent}: holds a run with another configuration ({shown}); "
-            "resume it with its own config.yaml, or train into a new folder"
-        )
-    return payload
+def _resume_payload(ckpt_dir: Path, config: ExperimentConfig) -> tuple[dict[str, Any] | None, Path | None]:
+    """The payload to resume from: ``last.pt``, or ``previous.pt`` when last.pt is unreadable.
+
+    Returns (None, None) for a fresh run. A checkpoint of another configuration is
+    refused; when every checkpoint present is unreadable, the error names them all.
+    """
+    failures: list[str] = []
+    for path in (ckpt_dir / "last.pt", ckpt_dir / PREVIOUS):
+        if not path.is_file():
+            continue
+        try:
+            payload, saved = load_checkpoint(path)
+        except CheckpointError as exc:
+            logger.warning("%s; trying the previous checkpoint", exc)
+            failures.append(str(exc))
+            continue
+        differences = config_differences(saved, config)
+        if differences:
+            shown = "; ".join(differences[:5]) + (f" (+{len(differences) - 5} more)" if len(differences) > 5 else "")
+            raise UsageError(
+                f"{ckpt_dir.parent}: holds a run with another configuration ({shown}); "
+                "resume it with its own config.yaml, or train into a new folder"
+            )
+        if failures:
+            logger.warning("resuming %s from %s (epoch %d)", ckpt_dir.parent, path.name, payload["epoch"] + 1)
+        return payload, path
+    if failures:
+        raise CheckpointError(f"no usable checkpoint to resume from: {' / '.join(failures)}")
+    return None, None
 
 
 def _truncate_history(path: Path, last_epoch_index: int) -> None:

@@ -18,7 +18,7 @@ import torch
 import cbl.losses
 import cbl.metrics
 import cbl.train
-from cbl.checkpoint import load_checkpoint
+from cbl.checkpoint import CheckpointError, load_checkpoint
 from cbl.data import load_split
 from cbl.errors import CblError, DataRootError, UsageError
 from cbl.profiles import resolve_config
@@ -320,3 +320,31 @@ def test_history_lines_are_json_with_the_epoch(kmeans_run):
     _, run_dir, _, _ = kmeans_run
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    config = tiny_config("loss.type=ce_only")
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    fit(config, None, whole)
+    with pytest.raises(Interrupted):
+        fit(config, Recorder(stop_after=2), pieces)
+    last, previous = pieces / "checkpoints" / "last.pt", pieces / "checkpoints" / "previous.pt"
+    assert load_checkpoint(previous)[0]["epoch"] == 0 and load_checkpoint(last)[0]["epoch"] == 1
+    last.write_bytes(last.read_bytes()[:1000])  # truncated on disk after it was written
+    with caplog.at_level("WARNING", logger="cbl.train"):
+        fit(config, None, pieces)
+    assert any("last.pt" in r.getMessage() and "previous" in r.getMessage() for r in caplog.records)
+    # epoch 2 ran again from previous.pt, and the run ends where an uninterrupted one does
+    assert [m["dev_eer"] for m in read_history(pieces)] == [m["dev_eer"] for m in read_history(whole)]
+    a, b = _final_state(whole), _final_state(pieces)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_no_usable_checkpoint_is_a_clear_error_naming_both(tmp_path):
+    config = tiny_config("loss.type=ce_only")
+    with pytest.raises(Interrupted):
+        fit(config, Recorder(stop_after=2), tmp_path)
+    for name in ("last.pt", "previous.pt"):
+        (tmp_path / "checkpoints" / name).write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"no usable checkpoint to resume from: .*last\.pt.* / .*previous\.pt"):
+        fit(config, None, tmp_path)
