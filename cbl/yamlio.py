@@ -15,7 +15,7 @@ import yaml
 
 from cbl.errors import ConfigError
 
-__all__ = ["LineMap", "load_yaml", "dump_yaml", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["LineMap", "load_yaml", "read_text_file", "dump_yaml", "atomic_write_text", "atomic_write_bytes"]
 
 LineMap = dict[str, int]  # dotted key path -> 1-based line number
 
@@ -40,14 +40,7 @@ def load_yaml(path: str | os.PathLike[str], *, expect_mapping: bool = True) -> t
     when a mapping is expected, or a top level that is not a mapping.
     """
     p = Path(path)
-    if p.is_dir():
-        raise ConfigError(f"{p}: is a directory, expected a YAML file")
-    if not p.exists():
-        raise ConfigError(f"{p}: no such file")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{p}: cannot read as UTF-8 text ({exc.__class__.__name__})") from None
+    text = read_text_file(p, ConfigError, "YAML file", missing="no such file")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
@@ -69,6 +62,22 @@ def load_yaml(path: str | os.PathLike[str], *, expect_mapping: bool = True) -> t
         if not isinstance(data, dict):
             raise ConfigError(f"{p}:1: expected a mapping of settings at the top level, got {type(data).__name__}")
     return data, lines
+
+
+def read_text_file(path: Path, error: type[Exception], kind: str, *, missing: str | None = None) -> str:
+    """A user's UTF-8 text file (a byte-order mark is dropped), or ``error`` with one line naming it.
+
+    ``kind`` names what was expected ("protocol file"); ``missing`` replaces the
+    default "<kind> not found" message.
+    """
+    if path.is_dir():
+        raise error(f"{path}: is a directory, expected a {kind}")
+    if not path.is_file():
+        raise error(f"{path}: {missing or kind + ' not found'}")
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: cannot read as UTF-8 text ({exc.__class__.__name__})") from None
 
 
 def dump_yaml(data: Any) -> str:

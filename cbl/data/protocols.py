@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from cbl.errors import ProtocolError
+from cbl.yamlio import read_text_file
 
 __all__ = [
     "Record",
@@ -102,16 +103,8 @@ class Protocol(list[Record]):
 
 # --------------------------------------------------------------------------- text helpers
 def _open_text(path: PathLike) -> str:
-    p = Path(path)
-    if p.is_dir():
-        raise ProtocolError(f"{p}: is a directory, expected a protocol file")
-    if not p.is_file():
-        raise ProtocolError(f"{p}: protocol file not found")
-    try:
-        # utf-8-sig strips a byte-order mark; universal newlines accept CRLF.
-        return p.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"{p}: cannot read as UTF-8 text ({exc.__class__.__name__})") from None
+    # a byte-order mark is dropped; universal newlines accept CRLF
+    return read_text_file(Path(path), ProtocolError, "protocol file")
 
 
 def _data_lines(text: str) -> Iterator[tuple[int, str]]:
