@@ -50,6 +50,7 @@ LAYER_MODES = ("last", "index", "weighted")
 REPULSION_MODES = ("all", "nearest")
 COMBINED_SCORES = ("cluster", "ce", "sum")
 EVAL_MODES = ("full", "window")
+TRAIN_CROPS = ("random", "fixed")
 LR_SCHEDULES = ("cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -65,6 +66,12 @@ class DataConfig:
     max_len: int = 64600  # ~4 s, the ASVspoof convention for training crops
     eval_mode: str = "full"  # score the full utterance (padded + masked) or one fixed window
     eval_window: int = 64600  # window length when eval_mode == "window"
+    # "full" scoring feeds longer utterances in chunks of at most this many samples (embeddings averaged),
+    # so a 10-minute recording is scored within bounded memory (~30 s at 16 kHz)
+    eval_max_len: int = 480000
+    # training crop of utterances longer than max_len: "random" (a new offset every epoch) or "fixed" (one
+    # offset per utterance for the whole run; what train.feature_cache needs)
+    train_crop: str = "random"
     rawboost_algo: int = 0  # 0 none, 1..8 as in the RawBoost paper (training only)
     balanced_sampling: bool = False  # draw bonafide and spoof equally often per batch
     skip_missing: bool = False  # skip (and count) protocol entries whose audio is missing
@@ -133,6 +140,10 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     num_threads: int = 0  # torch CPU threads; 0 = the run's CPU allotment
     max_steps_per_epoch: int = 0  # 0 = full epoch; a cap for smoke runs
+    # frozen-feature cache: with model.freeze_ssl, compute the front-end's output once per utterance and
+    # reuse it every epoch and in every trial of a sweep (needs data.train_crop=fixed, data.rawboost_algo=0)
+    feature_cache: bool = False
+    feature_cache_dir: str = ""  # "" = <run folder>/feature_cache, or <experiment>/feature_cache in a sweep
 
 
 @dataclass
@@ -151,6 +162,7 @@ class ExperimentConfig:
 _CHOICES: dict[str, tuple[str, ...]] = {
     "data.corpus": CORPORA,
     "data.eval_mode": EVAL_MODES,
+    "data.train_crop": TRAIN_CROPS,
     "model.layer_mode": LAYER_MODES,
     "model.pooling": POOLINGS,
     "loss.type": LOSS_TYPES,
@@ -165,6 +177,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.sample_rate": (1, None, True),
     "data.max_len": (1, None, True),
     "data.eval_window": (1, None, True),
+    "data.eval_max_len": (1000, None, True),
     "data.rawboost_algo": (0, 8, True),
     "data.num_workers": (0, None, True),
     "data.max_train_utterances": (0, None, True),

@@ -192,7 +192,7 @@ def evaluate_records(
 def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[Path, float]]:
     """Score arbitrary audio files (any rate, mono or stereo) one by one, as the model was evaluated."""
     from cbl.data.audio import fixed_window, load_audio
-    from cbl.train import _autocast, score_embeddings
+    from cbl.train import autocast_for, score_embeddings
 
     config = loaded.config
     results = []
@@ -201,8 +201,9 @@ def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[
             audio = load_audio(path, config.data.sample_rate)
             if config.data.eval_mode == "window":
                 audio = fixed_window(audio, config.data.eval_window)
-            with _autocast(config, loaded.device):
-                out = loaded.model(torch.from_numpy(np.ascontiguousarray(audio))[None].to(loaded.device), None)
+            with autocast_for(config, loaded.device):
+                out = loaded.model.forward_chunked(torch.from_numpy(np.ascontiguousarray(audio))[None].to(loaded.device),
+                                                   None, config.data.eval_max_len)
             outputs = {"embedding": out.embedding.float().cpu(), "logits": out.logits.float().cpu()}
             score = float(score_embeddings(outputs, loaded.centers, config, loaded.norm)[0])
             if not math.isfinite(score):

@@ -50,7 +50,9 @@ __all__ = [
     "RUNTIME_KEYS",
     "TrainingDiverged",
     "config_differences",
+    "autocast_for",
     "fit",
+    "forward_batch",
     "learning_rate_scale",
     "pick_device",
     "read_history",
@@ -59,7 +61,8 @@ __all__ = [
 
 # Keys that say where and how fast a run executes, not what it computes: a run may
 # resume with other values (a dataset moved to another disk, another thread count).
-RUNTIME_KEYS = frozenset({"data.root", "data.num_workers", "train.num_threads", "train.device", "train.eval_batch_size"})
+RUNTIME_KEYS = frozenset({"data.root", "data.num_workers", "train.num_threads", "train.device", "train.eval_batch_size",
+                          "train.feature_cache", "train.feature_cache_dir"})
 
 
 class TrainingDiverged(CblError):
@@ -135,10 +138,33 @@ def _uses_centers(config: ExperimentConfig) -> bool:
     return config.loss.type != "ce_only"
 
 
-def _autocast(config: ExperimentConfig, device: torch.device):
+def autocast_for(config: ExperimentConfig, device: torch.device):
+    """bf16 autocast on CUDA when ``train.bf16`` (the default), nothing on CPU."""
     if device.type == "cuda" and config.train.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+_autocast = autocast_for
+
+
+def forward_batch(model, batch: dict[str, Any], config: ExperimentConfig, device: torch.device, *,
+                  evaluation: bool = False, non_blocking: bool = False):
+    """The model's output for a loader batch: audio, or cached front-end states (``train.feature_cache``).
+
+    At evaluation, audio longer than ``data.eval_max_len`` is fed in chunks
+    (:meth:`cbl.model.SpoofDetector.forward_chunked`), so memory stays bounded.
+    """
+    if "states" in batch:
+        mask = batch["frame_mask"]
+        return model.forward_features(batch["states"].to(device, non_blocking=non_blocking),
+                                      None if mask is None else mask.to(device))
+    mask = batch["attention_mask"]
+    audio = batch["audio"].to(device, non_blocking=non_blocking)
+    mask = None if mask is None else mask.to(device)
+    if evaluation:
+        return model.forward_chunked(audio, mask, config.data.eval_max_len)
+    return model(audio, mask)
 
 
 def _embed(model, loader, config: ExperimentConfig, device: torch.device) -> dict[str, Any]:
@@ -147,9 +173,8 @@ def _embed(model, loader, config: ExperimentConfig, device: torch.device) -> dic
     embeddings, logits, labels, ids, attacks = [], [], [], [], []
     with torch.no_grad():
         for batch in loader:
-            mask = batch["attention_mask"]
-            with _autocast(config, device):
-                out = model(batch["audio"].to(device), None if mask is None else mask.to(device))
+            with autocast_for(config, device):
+                out = forward_batch(model, batch, config, device, evaluation=True)
             embeddings.append(out.embedding.float().cpu())
             logits.append(out.logits.float().cpu())
             labels.append(batch["label"])
@@ -205,6 +230,9 @@ def fit(
     from cbl.metrics import compute_eer
     from cbl.model import build_model, param_groups
 
+    from cbl.feature_cache import check_cache_config
+
+    check_cache_config(config)  # before anything is loaded or written
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.pt"
@@ -220,10 +248,14 @@ def fit(
     torch.manual_seed(config.train.seed)
     weights = class_weights(train_records).to(device)
     pin = device.type == "cuda"
-    dev_loader = make_eval_loader(dev_records, config.data, batch_size=config.train.eval_batch_size, pin_memory=pin)
 
     # ---- model, optimizer, centers
     model = build_model(config.model).to(device)
+    cache = _FeatureSource(config, run_dir, model, device, train_records, dev_records) \
+        if config.train.feature_cache else None
+    dev_loader = cache.dev_loader(pin) if cache is not None else None
+    if dev_loader is None:
+        dev_loader = make_eval_loader(dev_records, config.data, batch_size=config.train.eval_batch_size, pin_memory=pin)
     groups = param_groups(model, config.optim)
     base_lrs = [g["lr"] for g in groups]
     optimizer = torch.optim.AdamW(groups)
@@ -243,18 +275,15 @@ def fit(
         _truncate_history(run_dir / "metrics.jsonl", payload["epoch"])
     elif centers is not None:
         # initial centers: one pass over a capped, fixed sample of bonafide training audio
-        bonafide = [r for r in train_records if r.label == 1]
-        sample = np.random.default_rng(config.centers.seed).permutation(len(bonafide))[: config.centers.init_max_utterances]
-        init_loader = make_eval_loader([bonafide[i] for i in sorted(sample)], config.data,
-                                       batch_size=config.train.eval_batch_size)
-        centers.fit(_embed(model, init_loader, config, device)["embedding"])
+        centers.fit(_embed(model, _init_loader(train_records, config, cache), config, device)["embedding"])
 
     accum = config.optim.grad_accum
     for epoch in range(start_epoch, config.train.epochs):
         started = time.monotonic()
         # ---- train
         loader = make_train_loader(train_records, config.data, batch_size=config.train.batch_size,
-                                   seed=config.train.seed, epoch=epoch, pin_memory=pin)
+                                   seed=config.train.seed, epoch=epoch, pin_memory=pin,
+                                   **(cache.train_items() if cache is not None else {}))
         batches = len(loader) if not config.train.max_steps_per_epoch else min(len(loader), config.train.max_steps_per_epoch)
         steps_per_epoch = max(1, math.ceil(batches / accum))
         model.train()
@@ -270,10 +299,9 @@ def fit(
         for index, batch in enumerate(iterator):
             if index >= batches:
                 break
-            audio, labels = batch["audio"].to(device, non_blocking=pin), batch["label"].to(device)
-            mask = batch["attention_mask"]
-            with _autocast(config, device):
-                out = model(audio, None if mask is None else mask.to(device))
+            labels = batch["label"].to(device)
+            with autocast_for(config, device):
+                out = forward_batch(model, batch, config, device, non_blocking=pin)
             parts = compute_loss(out, labels, centers.centers.to(device) if centers is not None else None,
                                  config.loss, weights)
             if not torch.isfinite(parts.total):
@@ -363,6 +391,73 @@ def fit(
             reporter.report(metrics, ckpt_dir)
 
     return FitResult(best_dev_eer=best_eer, best_epoch=best_epoch, epochs_run=config.train.epochs, run_dir=run_dir)
+
+
+def _init_loader(train_records, config: ExperimentConfig, cache: "_FeatureSource | None"):
+    """The initial center pass's loader: a capped, seeded sample of bonafide training utterances.
+
+    Full utterances; with ``data.train_crop: fixed`` the training crops themselves
+    (what every epoch then trains on, and what the feature cache holds).
+    """
+    from torch.utils.data import DataLoader, Subset
+
+    from cbl.data import LengthBucketSampler, TrainDataset, collate, make_eval_loader
+
+    bonafide = [i for i, r in enumerate(train_records) if r.label == 1]
+    sample = np.random.default_rng(config.centers.seed).permutation(len(bonafide))[: config.centers.init_max_utterances]
+    chosen = [bonafide[i] for i in sorted(sample)]
+    if config.data.train_crop == "random":
+        return make_eval_loader([train_records[i] for i in chosen], config.data, batch_size=config.train.eval_batch_size)
+    if cache is not None:
+        dataset, collate_fn = cache.train_items()["dataset"], cache.train_items()["collate_fn"]
+    else:
+        dataset, collate_fn = TrainDataset(train_records, config.data, config.train.seed, augment=False), collate
+    return DataLoader(Subset(dataset, chosen), batch_sampler=LengthBucketSampler([0] * len(chosen), config.train.eval_batch_size),
+                      collate_fn=collate_fn)
+
+
+class _FeatureSource:
+    """The frozen-feature cache of one run: train (and, when possible, dev) items from cached states."""
+
+    def __init__(self, config: ExperimentConfig, run_dir: Path, model, device: torch.device, train_records,
+                 dev_records) -> None:
+        from cbl.feature_cache import frontend_fingerprint, open_or_build
+
+        root = Path(config.train.feature_cache_dir or run_dir / "feature_cache").expanduser()
+        self.config = config
+        fingerprint = frontend_fingerprint(model.frontend)
+        self.train = open_or_build(root, "train", train_records, config, model, device, fingerprint)
+        self.train_records, self.dev_records = train_records, dev_records
+        self.dev = None
+        longest = max((n for n in _dev_lengths(dev_records, config)), default=0)
+        if config.data.eval_mode == "full" and longest > config.data.eval_max_len:
+            logger.warning("feature cache: dev has utterances longer than data.eval_max_len (%d samples); "
+                           "dev is scored from audio", config.data.eval_max_len)
+        else:
+            self.dev = open_or_build(root, "dev", dev_records, config, model, device, fingerprint)
+        sizes = ", ".join(f"{c.path.name} {c.nbytes / 1e6:.1f} MB" for c in (self.train, self.dev) if c is not None)
+        logger.info("feature cache at %s: %s", root, sizes)
+
+    def train_items(self) -> dict[str, Any]:
+        from cbl.feature_cache import FeatureDataset, collate_features
+
+        return {"dataset": FeatureDataset(self.train_records, self.train), "collate_fn": collate_features}
+
+    def dev_loader(self, pin: bool):
+        from cbl.data import make_eval_loader
+        from cbl.feature_cache import FeatureDataset, collate_features
+
+        if self.dev is None:
+            return None
+        dataset = FeatureDataset(self.dev_records, self.dev)
+        return make_eval_loader(self.dev_records, self.config.data, batch_size=self.config.train.eval_batch_size,
+                                pin_memory=pin, dataset=dataset, lengths=dataset.lengths(), collate_fn=collate_features)
+
+
+def _dev_lengths(records, config: ExperimentConfig) -> list[int]:
+    from cbl.data import EvalDataset
+
+    return EvalDataset(records, config.data).lengths()
 
 
 def _diverged(what: str, epoch: int, step: int, index: int, batches: int) -> TrainingDiverged:

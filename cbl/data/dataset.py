@@ -25,11 +25,13 @@ __all__ = [
     "TrainDataset",
     "EvalDataset",
     "collate",
+    "batch_fields",
     "class_weights",
     "make_train_loader",
     "make_eval_loader",
     "LengthBucketSampler",
     "seed_worker",
+    "fixed_crop_rng",
 ]
 
 Item = dict[str, Any]
@@ -44,13 +46,17 @@ class TrainDataset(Dataset[Item]):
     """Training items: audio cropped or tiled to ``data.max_len``, RawBoost ``data.rawboost_algo`` applied.
 
     Item: ``audio (max_len,) float32 tensor``, ``label int``, ``utt_id``, ``attack``, ``index``.
-    Call :meth:`set_epoch` before each epoch so crops and augmentation change.
+    Call :meth:`set_epoch` before each epoch so crops and augmentation change. With
+    ``data.train_crop == "fixed"`` the crop offset depends on ``(seed, index)`` only,
+    the same every epoch (the frozen-feature cache computes each crop once);
+    ``augment=False`` leaves RawBoost out (the initial center pass).
     """
 
-    def __init__(self, records: Sequence[Record], data: DataConfig, seed: int) -> None:
+    def __init__(self, records: Sequence[Record], data: DataConfig, seed: int, *, augment: bool = True) -> None:
         self.records = list(records)
         self.data = data
         self.seed = seed
+        self.augment = augment
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -62,10 +68,16 @@ class TrainDataset(Dataset[Item]):
     def __getitem__(self, index: int) -> Item:
         record = self.records[index]
         rng = np.random.default_rng([int(p) & 0xFFFFFFFF for p in (self.seed, self.epoch, index)])
-        audio = crop_or_tile(load_audio(record.path, self.data.sample_rate), self.data.max_len, rng)
-        if self.data.rawboost_algo:
+        crop_rng = rng if self.data.train_crop == "random" else fixed_crop_rng(self.seed, index)
+        audio = crop_or_tile(load_audio(record.path, self.data.sample_rate), self.data.max_len, crop_rng)
+        if self.augment and self.data.rawboost_algo:
             audio = apply_rawboost(audio, self.data.rawboost_algo, rng, self.data.sample_rate)
         return _item(record, audio, index)
+
+
+def fixed_crop_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of an item's crop under ``data.train_crop == "fixed"`` (no epoch in it)."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, 0x0F1CED, int(index) & 0xFFFFFFFF])
 
 
 def _item(record: Record, audio: np.ndarray, index: int) -> Item:
@@ -106,9 +118,12 @@ def collate(items: Sequence[Item]) -> dict[str, Any]:
         audio, mask = torch.stack(signals).float(), None
     else:
         audio, mask = pad_batch(signals)
+    return {"audio": audio, "attention_mask": mask, **batch_fields(items)}
+
+
+def batch_fields(items: Sequence[Item]) -> dict[str, Any]:
+    """What every batch carries besides its signal: ``label``/``index`` tensors, ``utt_id``/``attack`` lists."""
     return {
-        "audio": audio,
-        "attention_mask": mask,
         "label": torch.tensor([item["label"] for item in items], dtype=torch.long),
         "utt_id": [item["utt_id"] for item in items],
         "attack": [item["attack"] for item in items],
@@ -152,29 +167,35 @@ def make_train_loader(
     epoch: int = 0,
     pin_memory: bool = False,
     drop_last: bool = False,
+    dataset: Dataset[Item] | None = None,
+    collate_fn: Any = None,
 ) -> DataLoader:
     """Shuffled training batches (see :func:`collate`), reproducible for ``(seed, epoch)``.
 
     With ``data.balanced_sampling`` items are drawn with replacement, bonafide and
     spoof equally likely (``len(records)`` draws per epoch); otherwise each record
     once per epoch in a random order. ``data.num_workers`` worker processes.
+    ``dataset``/``collate_fn`` replace the audio items by others over the same
+    records in the same order (cached features): the batches then hold the same
+    utterances as the audio loader's.
     """
-    dataset = TrainDataset(records, data, seed)
-    dataset.set_epoch(epoch)
+    if dataset is None:
+        dataset = TrainDataset(records, data, seed)
+        dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(_derive_seed(seed, epoch))
     sampler: Sampler[int]
     if data.balanced_sampling:
-        labels = np.array([r.label for r in dataset.records])
+        labels = np.array([r.label for r in records])
         counts = np.bincount(labels, minlength=2)
         weights = torch.as_tensor(1.0 / np.maximum(counts[labels], 1), dtype=torch.double)
         sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
     else:
-        sampler = RandomSampler(dataset, generator=generator)
+        sampler = RandomSampler(range(len(records)), generator=generator)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
-        collate_fn=collate,
+        collate_fn=collate_fn or collate,
         num_workers=data.num_workers,
         worker_init_fn=seed_worker if data.num_workers else None,
         generator=generator,
@@ -204,14 +225,21 @@ class LengthBucketSampler(Sampler[list[int]]):
 
 
 def make_eval_loader(
-    records: Sequence[Record], data: DataConfig, *, batch_size: int, pin_memory: bool = False
+    records: Sequence[Record], data: DataConfig, *, batch_size: int, pin_memory: bool = False,
+    dataset: Dataset[Item] | None = None, lengths: Sequence[int] | None = None, collate_fn: Any = None,
 ) -> DataLoader:
-    """Evaluation batches bucketed by length (see :class:`LengthBucketSampler`); no augmentation."""
-    dataset = EvalDataset(records, data)
+    """Evaluation batches bucketed by length (see :class:`LengthBucketSampler`); no augmentation.
+
+    ``dataset``/``lengths``/``collate_fn`` replace the audio items (cached features;
+    ``lengths`` in samples, so the batches are the audio loader's).
+    """
+    if dataset is None:
+        dataset = EvalDataset(records, data)
+        lengths = dataset.lengths()
     return DataLoader(
         dataset,
-        batch_sampler=LengthBucketSampler(dataset.lengths(), batch_size),
-        collate_fn=collate,
+        batch_sampler=LengthBucketSampler(lengths, batch_size),
+        collate_fn=collate_fn or collate,
         num_workers=data.num_workers,
         worker_init_fn=seed_worker if data.num_workers else None,
         pin_memory=pin_memory,

@@ -153,24 +153,43 @@ class SSLFrontEnd(nn.Module):
         frames = torch.arange(num_frames, device=attention_mask.device)
         return frames.unsqueeze(0) < frame_lengths.unsqueeze(1)
 
-    def forward(self, audio: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        """audio: (B, T) float waveform; attention_mask: (B, T), 1 = real sample, 0 = right padding."""
-        want_all = self.layer_mode != "last"
+    @property
+    def stores_all_layers(self) -> bool:
+        """True when the head needs every hidden state (learnable layer weights), not one layer."""
+        return self.layer_mode == "weighted"
+
+    def hidden(self, audio: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The front-end's output before any trainable part: ``(states, frame_mask)``.
+
+        ``states`` is ``(B, F, H)`` for ``last``/``index`` and ``(B, F, L+1, H)`` for
+        ``weighted`` (every hidden state, frames first so utterances concatenate along
+        frames). With a frozen front-end this is exactly what the frozen-feature cache
+        stores (:mod:`cbl.feature_cache`); :meth:`select` turns it into frames.
+        """
         context = torch.no_grad() if self.freeze_ssl else nullcontext()
         with context:
             out = self.ssl(
                 audio,
                 attention_mask=None if attention_mask is None else attention_mask.long(),
-                output_hidden_states=want_all,
+                output_hidden_states=self.layer_mode != "last",
             )
         if self.layer_mode == "last":
-            frames = out.last_hidden_state
+            states = out.last_hidden_state
         elif self.layer_mode == "index":
-            frames = out.hidden_states[self.layer_index]
+            states = out.hidden_states[self.layer_index]
         else:
-            assert self.layer_weights is not None
-            stacked = torch.stack(tuple(out.hidden_states), dim=0)  # (L+1, B, F, H)
-            weights = torch.softmax(self.layer_weights, dim=0).to(stacked.dtype)
-            frames = torch.einsum("l,lbfh->bfh", weights, stacked)
-        frame_mask = None if attention_mask is None else self.frame_mask(frames.shape[1], attention_mask)
-        return frames, frame_mask
+            states = torch.stack(tuple(out.hidden_states), dim=2)  # (B, F, L+1, H)
+        frame_mask = None if attention_mask is None else self.frame_mask(states.shape[1], attention_mask)
+        return states, frame_mask
+
+    def select(self, states: Tensor) -> Tensor:
+        """``hidden``'s states -> frames ``(B, F, H)`` (the learnable layer weighting for ``weighted``)."""
+        if self.layer_weights is None:
+            return states
+        weights = torch.softmax(self.layer_weights, dim=0).to(states.dtype)
+        return torch.einsum("l,bflh->bfh", weights, states)
+
+    def forward(self, audio: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """audio: (B, T) float waveform; attention_mask: (B, T), 1 = real sample, 0 = right padding."""
+        states, frame_mask = self.hidden(audio, attention_mask)
+        return self.select(states), frame_mask

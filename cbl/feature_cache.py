@@ -1,0 +1,272 @@
+"""The frozen-feature cache: a frozen front-end's output, computed once per utterance, shared by all trials.
+
+With ``model.freeze_ssl: true`` nothing before the pooling layer learns, yet
+without a cache every epoch of every trial runs the SSL model again over the
+same audio. With ``train.feature_cache: true`` the front-end's states
+(:meth:`cbl.model.ssl.SSLFrontEnd.hidden`: one layer, or every layer for
+``layer_mode: weighted``) are computed once per utterance into an on-disk,
+memory-mapped array, and training reads them instead of audio.
+
+What the cache holds is a pure function of its key, so results are those of the
+uncached run with the same config and seed:
+
+- the front-end's weights (a hash of every tensor: another checkpoint, or the tiny
+  model built under another seed, is another key), ``layer_mode``/``layer_index``;
+- the records (utterance id, path, file size and modification time);
+- the crop policy: training items are the ``data.train_crop: fixed`` crops
+  (``data.max_len``, offsets from ``train.seed``), evaluation items the full
+  utterance or the window of ``data.eval_mode``.
+
+Hence the rules: the cache needs ``data.train_crop: fixed`` (a random crop would
+need every epoch's crop) and ``data.rawboost_algo: 0`` (augmentation acts on raw
+audio, before the front-end); a dev split with utterances longer than
+``data.eval_max_len`` is scored from audio (chunked scoring has no single state
+sequence to store).
+
+Layout: ``<cache root>/<split>-<key>/`` with ``features.npy`` (all utterances'
+frames concatenated, float32), ``index.npy`` (offset, frames, samples per
+utterance) and ``meta.json``. An entry is built in a temporary folder and renamed
+into place; one writer builds while other trials wait on a lock file and then
+read it, so several trials of a sweep share one copy (also across nodes when the
+root is on a shared filesystem whose locks work).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cbl.config import ExperimentConfig
+from cbl.errors import ConfigError
+
+__all__ = ["CachedSplit", "FeatureDataset", "check_cache_config", "collate_features", "describe_cache",
+           "frontend_fingerprint", "open_or_build"]
+
+logger = logging.getLogger(__name__)
+CACHE_VERSION = 1
+
+
+def check_cache_config(config: ExperimentConfig) -> None:
+    """Raise a one-line ConfigError when ``train.feature_cache`` is on but the config cannot use it."""
+    if not config.train.feature_cache:
+        return
+    if not config.model.freeze_ssl:
+        raise ConfigError("key 'train.feature_cache' needs model.freeze_ssl=true: a front-end that learns changes "
+                          "its features every step, so there is nothing to cache")
+    if config.data.train_crop != "fixed":
+        raise ConfigError("key 'train.feature_cache' needs data.train_crop=fixed: features are computed once per "
+                          "utterance, so every epoch must see the same crop")
+    if config.data.rawboost_algo:
+        raise ConfigError("key 'train.feature_cache' needs data.rawboost_algo=0: RawBoost acts on raw audio every "
+                          "epoch, before the front-end the cache replaces")
+
+
+def frontend_fingerprint(frontend: torch.nn.Module) -> str:
+    """A hash of the SSL model's weights (names, shapes, dtypes, values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(frontend.ssl.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _records_digest(records: Sequence[Any]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for record in records:
+        try:
+            stat = os.stat(record.path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        digest.update(f"{record.utt_id}\0{record.path}\0{size}\0{mtime}\n".encode())
+    return digest.hexdigest()
+
+
+def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerprint: str) -> dict[str, Any]:
+    """Everything the cached values depend on (``meta.json`` keeps it readable)."""
+    data, model = config.data, config.model
+    key: dict[str, Any] = {
+        "version": CACHE_VERSION,
+        "split": split,
+        "frontend": fingerprint,
+        "ssl": model.ssl,
+        "layer_mode": model.layer_mode,
+        "layer_index": model.layer_index if model.layer_mode == "index" else None,
+        "sample_rate": data.sample_rate,
+        "records": _records_digest(records),
+        "num_records": len(records),
+    }
+    if split == "train":
+        key.update(crop="fixed", max_len=data.max_len, seed=config.train.seed)
+    else:
+        key.update(crop=data.eval_mode, eval_window=data.eval_window if data.eval_mode == "window" else None)
+    return key
+
+
+@dataclass
+class CachedSplit:
+    """One cache entry, memory-mapped read-only."""
+
+    path: Path
+    features: np.ndarray  # (total frames, H) or (total frames, L+1, H), float32 memmap
+    index: np.ndarray  # (N, 3) int64: offset, frames, samples
+    built_seconds: float  # 0.0 when it was already there
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.features.nbytes + self.index.nbytes)
+
+    def states(self, i: int) -> torch.Tensor:
+        offset, frames, _ = self.index[i]
+        return torch.from_numpy(np.array(self.features[offset : offset + frames]))
+
+    @classmethod
+    def open(cls, path: Path, built_seconds: float = 0.0) -> "CachedSplit":
+        return cls(path=path, features=np.load(path / "features.npy", mmap_mode="r"),
+                   index=np.load(path / "index.npy"), built_seconds=built_seconds)
+
+
+class FeatureDataset(Dataset):
+    """Items like the audio datasets' but holding ``states`` (the cached front-end output) instead of audio."""
+
+    def __init__(self, records: Sequence[Any], cached: CachedSplit) -> None:
+        if len(records) != len(cached.index):
+            raise RuntimeError(f"{cached.path}: holds {len(cached.index)} utterances, expected {len(records)}")
+        self.records = list(records)
+        self.cached = cached
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def lengths(self) -> list[int]:
+        """Samples per item, as the audio loader measures them (same length buckets)."""
+        return [int(n) for n in self.cached.index[:, 2]]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        return {"states": self.cached.states(index), "label": record.label, "utt_id": record.utt_id,
+                "attack": record.attack, "index": index}
+
+
+def collate_features(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch cached items: ``states (B, F, ...)`` right-padded, ``frame_mask (B, F) bool`` or None."""
+    states = [item["states"] for item in items]
+    longest = max(s.shape[0] for s in states)
+    if all(s.shape[0] == longest for s in states):
+        batch, mask = torch.stack(states), None
+    else:
+        batch = states[0].new_zeros((len(states), longest, *states[0].shape[1:]))
+        mask = torch.zeros((len(states), longest), dtype=torch.bool)
+        for i, s in enumerate(states):
+            batch[i, : s.shape[0]] = s
+            mask[i, : s.shape[0]] = True
+    from cbl.data.dataset import batch_fields
+
+    return {"states": batch, "frame_mask": mask, **batch_fields(items)}
+
+
+def open_or_build(root: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
+                  device: torch.device, fingerprint: str) -> CachedSplit:
+    """The cache entry for ``split``'s records: opened when present, else built (by one process at a time)."""
+    key = _key(split, records, config, fingerprint)
+    name = f"{split}-{hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()}"
+    final = root / name
+    if (final / "meta.json").is_file():
+        return CachedSplit.open(final)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{name}.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # another trial building it: wait, then read its result
+        try:
+            if (final / "meta.json").is_file():
+                return CachedSplit.open(final)
+            started = time.monotonic()
+            tmp = root / f".{name}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            try:
+                _build(tmp, split, records, config, model, device, key)
+                os.replace(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            cached = CachedSplit.open(final, built_seconds=time.monotonic() - started)
+            logger.info("feature cache: built %s (%d utterances, %.1f MB) in %.1f s", final, len(records),
+                        cached.nbytes / 1e6, cached.built_seconds)
+            return cached
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig):
+    from cbl.data import EvalDataset, TrainDataset
+
+    if split == "train":
+        return TrainDataset(records, config.data, config.train.seed, augment=False), [config.data.max_len] * len(records)
+    dataset = EvalDataset(records, config.data)
+    return dataset, dataset.lengths()
+
+
+def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
+           device: torch.device, key: dict[str, Any]) -> None:
+    """Run the front-end over every item once and write the entry's three files into ``folder``."""
+    from torch.utils.data import DataLoader
+
+    from cbl.data import LengthBucketSampler, collate
+    from cbl.train import autocast_for
+
+    frontend = model.frontend
+    dataset, lengths = _audio_dataset(split, records, config)
+    frames = frontend.ssl._get_feat_extract_output_lengths(torch.tensor(lengths, dtype=torch.long)).tolist()
+    offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64) if frames else np.zeros(0, np.int64)
+    inner = ((frontend.num_hidden_states,) if frontend.stores_all_layers else ()) + (frontend.hidden_size,)
+    features = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32,
+                                         shape=(int(sum(frames)), *inner))
+    loader = DataLoader(dataset, batch_sampler=LengthBucketSampler(lengths, config.train.eval_batch_size),
+                        collate_fn=collate, num_workers=config.data.num_workers)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for batch in loader:
+            mask = batch["attention_mask"]
+            with autocast_for(config, device):
+                states, frame_mask = frontend.hidden(batch["audio"].to(device), None if mask is None else mask.to(device))
+            states = states.float().cpu().numpy()
+            for row, i in enumerate(batch["index"].tolist()):
+                n = frames[i]
+                if frame_mask is not None and int(frame_mask[row].sum()) != n:
+                    raise RuntimeError(f"feature cache: utterance {records[i].utt_id} gave "
+                                       f"{int(frame_mask[row].sum())} frames, expected {n}")
+                features[offsets[i] : offsets[i] + n] = states[row, :n]
+    model.train(was_training)
+    features.flush()
+    del features
+    np.save(folder / "index.npy", np.stack([offsets, np.asarray(frames, np.int64), np.asarray(lengths, np.int64)], 1)
+            if frames else np.zeros((0, 3), np.int64))
+    meta = {**key, "utterances": len(records), "frames": int(sum(frames)), "shape": [int(sum(frames)), *inner],
+            "bytes": int(sum(frames)) * int(np.prod(inner)) * 4, "created": time.time()}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def describe_cache(root: Path) -> list[dict[str, Any]]:
+    """The entries under a cache root (split, utterances, size in bytes, path), for reports and ``status``."""
+    entries = []
+    for meta_path in sorted(Path(root).glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError):
+            continue
+        entries.append({"path": str(meta_path.parent), "split": meta.get("split"), "utterances": meta.get("utterances"),
+                        "bytes": sum(p.stat().st_size for p in meta_path.parent.iterdir()),
+                        "layer_mode": meta.get("layer_mode"), "ssl": meta.get("ssl")})
+    return entries

@@ -1,0 +1,169 @@
+"""The frozen-feature cache: same results as without it, built once, keyed, shared; fixed crops; chunked scoring."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cbl.checkpoint import load_checkpoint
+from cbl.cli import cli
+from cbl.config import DataConfig
+from cbl.data import TrainDataset, load_split
+from cbl.errors import ConfigError
+from cbl.feature_cache import FeatureDataset, collate_features, describe_cache, frontend_fingerprint, open_or_build
+from cbl.model import build_model
+from cbl.profiles import resolve_config
+from cbl.train import fit, read_history
+
+from tiny import TINY, as_set_args
+
+HEAD_ONLY = ("model.freeze_ssl=true", "data.train_crop=fixed", "data.demo_seconds=1.0", "centers.refresh_every=1",
+             "train.epochs=2")
+
+
+def head_config(*sets: str):
+    return resolve_config(None, [*TINY, *HEAD_ONLY, *sets], demo=True)
+
+
+def _entries(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+@pytest.mark.parametrize("sets", [(), ("model.layer_mode=weighted", "loss.type=combined")], ids=["last", "weighted"])
+def test_cache_gives_the_same_run_as_audio(tmp_path, sets):
+    """Same config and seed: the same dev EER every epoch and the same trained weights, with or without the cache."""
+    plain = fit(head_config(*sets), None, tmp_path / "plain")
+    cached_config = head_config(*sets, "train.feature_cache=true")
+    cached = fit(cached_config, None, tmp_path / "cached")
+    plain_eers = [m["dev_eer"] for m in read_history(tmp_path / "plain")]
+    cached_eers = [m["dev_eer"] for m in read_history(tmp_path / "cached")]
+    assert cached_eers == pytest.approx(plain_eers, abs=1e-9)
+    assert cached.best_epoch == plain.best_epoch
+    a, _ = load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")
+    b, _ = load_checkpoint(tmp_path / "cached" / "checkpoints" / "last.pt")
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    root = tmp_path / "cached" / "feature_cache"
+    assert [e.split("-")[0] for e in _entries(root)] == ["dev", "train"]
+    meta = json.loads(next(root.glob("train-*/meta.json")).read_text())
+    assert meta["layer_mode"] == ("weighted" if sets else "last") and meta["crop"] == "fixed"
+    assert meta["utterances"] == len(load_split(cached_config.data, "train"))
+
+
+def test_cache_is_built_once_and_reused(tmp_path):
+    root = tmp_path / "cache"
+    config = head_config("train.feature_cache=true", f"train.feature_cache_dir={root}", "train.epochs=1")
+    fit(config, None, tmp_path / "a")
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("*/features.npy")}
+    fit(config, None, tmp_path / "b")
+    assert {p: p.stat().st_mtime_ns for p in root.glob("*/features.npy")} == stamps
+    sizes = describe_cache(root)
+    assert {e["split"] for e in sizes} == {"train", "dev"} and all(e["bytes"] > 0 for e in sizes)
+
+
+@pytest.mark.parametrize("change", ["model.layer_mode=weighted", "train.seed=1", "data.max_len=4000"])
+def test_a_changed_key_is_a_new_entry(tmp_path, change):
+    """The weights (seed of the tiny model), the layer selection and the crop are all part of the key."""
+    root = tmp_path / "cache"
+    base = ("train.feature_cache=true", f"train.feature_cache_dir={root}", "train.epochs=1")
+    fit(head_config(*base), None, tmp_path / "a")
+    before = set(_entries(root))
+    fit(head_config(*base, change), None, tmp_path / "b")
+    after = set(_entries(root))
+    assert before < after and any(e.startswith("train-") for e in after - before)
+
+
+def test_changed_audio_is_a_new_entry(tmp_path):
+    config = head_config("train.feature_cache=true", "train.epochs=1")
+    records = load_split(config.data, "dev")[:6]
+    model = build_model(config.model)
+    fingerprint = frontend_fingerprint(model.frontend)
+    first = open_or_build(tmp_path, "dev", records, config, model, torch.device("cpu"), fingerprint)
+    copy = tmp_path / "copy.wav"
+    copy.write_bytes(Path(records[0].path).read_bytes())
+    moved = [dataclasses.replace(records[0], path=str(copy)), *records[1:]]
+    second = open_or_build(tmp_path, "dev", moved, config, model, torch.device("cpu"), fingerprint)
+    assert first.path != second.path
+    np.testing.assert_allclose(first.features, second.features)  # same audio, same values
+
+
+def test_concurrent_builders_share_one_entry(tmp_path):
+    """Several trials asking at once: one builds, the others wait and read the same entry."""
+    config = head_config("train.feature_cache=true")
+    records = load_split(config.data, "dev")
+    model = build_model(config.model)
+    fingerprint = frontend_fingerprint(model.frontend)
+    results: list = []
+
+    def build():
+        results.append(open_or_build(tmp_path, "dev", records, config, model, torch.device("cpu"), fingerprint))
+
+    threads = [threading.Thread(target=build) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len({r.path for r in results}) == 1 and sum(r.built_seconds > 0 for r in results) == 1
+    assert _entries(tmp_path) == [results[0].path.name]
+    # every item's cached states are what the front-end computes for that utterance alone
+    dataset = FeatureDataset(records, results[0])
+    model.eval()
+    with torch.no_grad():
+        for i in (0, len(records) - 1):
+            from cbl.data import EvalDataset
+
+            audio = EvalDataset(records, config.data)[i]["audio"][None]
+            states, _ = model.frontend.hidden(audio)
+            torch.testing.assert_close(dataset[i]["states"], states[0], rtol=1e-4, atol=1e-5)
+
+
+def test_collate_pads_and_masks_frames():
+    items = [{"states": torch.ones(n, 3), "label": 1, "utt_id": str(n), "attack": "-", "index": n} for n in (4, 2)]
+    batch = collate_features(items)
+    assert batch["states"].shape == (2, 4, 3) and batch["states"][1, 2:].abs().sum() == 0
+    assert batch["frame_mask"].tolist() == [[True] * 4, [True, True, False, False]]
+    assert collate_features(items[:1])["frame_mask"] is None
+
+
+@pytest.mark.parametrize("sets, needs", [
+    (("model.freeze_ssl=false",), "model.freeze_ssl=true"),
+    (("data.train_crop=random",), "data.train_crop=fixed"),
+    (("data.rawboost_algo=3",), "data.rawboost_algo=0"),
+])
+def test_cache_refuses_configs_it_cannot_serve(tmp_path, sets, needs):
+    with pytest.raises(ConfigError, match=needs.replace(".", r"\.")):
+        fit(head_config("train.feature_cache=true", *sets), None, tmp_path / "r")
+    assert not (tmp_path / "r").exists()  # refused before anything was written
+    result = CliRunner().invoke(cli, ["train", "--demo", *as_set_args((*TINY, *HEAD_ONLY, "train.feature_cache=true",
+                                                                       *sets)), "--out", str(tmp_path / "c")])
+    assert result.exit_code == 2 and needs in result.output and "Traceback" not in result.output
+
+
+def test_fixed_crops_do_not_change_with_the_epoch(tmp_path):
+    config = head_config()
+    records = load_split(config.data, "train")[:4]
+    data = DataConfig(**{**config.data.__dict__, "max_len": 4000})
+    fixed = TrainDataset(records, data, seed=0)
+    random_data = DataConfig(**{**data.__dict__, "train_crop": "random"})
+    moving = TrainDataset(records, random_data, seed=0)
+    first_fixed, first_moving = fixed[0]["audio"], moving[0]["audio"]
+    fixed.set_epoch(1)
+    moving.set_epoch(1)
+    assert torch.equal(fixed[0]["audio"], first_fixed)
+    assert not torch.equal(moving[0]["audio"], first_moving)
+
+
+def test_dev_longer_than_eval_max_len_is_scored_from_audio(tmp_path, caplog):
+    config = head_config("train.feature_cache=true", "data.eval_max_len=4000", "train.epochs=1")
+    caplog.set_level("WARNING")
+    fit(config, None, tmp_path / "r")
+    assert "dev is scored from audio" in caplog.text
+    assert [e.split("-")[0] for e in _entries(tmp_path / "r" / "feature_cache")] == ["train"]
+    assert len(read_history(tmp_path / "r")) == 1
