@@ -67,10 +67,14 @@ class ConsoleReporter:
         self.echo(format_epoch_line(metrics, self.config.train.epochs))
 
     def close(self) -> None:
-        """Write the run's hparams with its final metrics (one row in the HParams dashboard)."""
+        """Write the run's hparams with its final metrics (one row in the HParams dashboard).
+
+        Only a run that reached its last epoch writes the row: an interrupted run
+        writes it when its resume finishes, so the dashboard never shows it twice.
+        """
         if self.writer is None:
             return
-        if self.last:
+        if self.last and int(self.last.get("epoch", 0)) >= self.config.train.epochs:
             self.writer.add_hparams(
                 flat_hparams(self.config),
                 {"hparam/best_dev_eer": self.last["best_dev_eer"], "hparam/dev_eer": self.last["dev_eer"]},

@@ -88,6 +88,9 @@ def test_rerun_into_the_same_folder_resumes(monkeypatch, tmp_path, finished_run)
     assert "epoch 1/2" not in second.stdout and "epoch 2/2" in second.stdout
     assert [m["dev_eer"] for m in read_history(out)] == [m["dev_eer"] for m in read_history(reference)]
     assert [step for step, _ in dev_eer_events(out)] == [1, 2]
+    # one row in the HParams dashboard: the interrupted run wrote none, the finished resume one
+    rows = sum(p.read_bytes().count(b"_hparams_/session_start_info") for p in out.rglob("events.out.tfevents.*"))
+    assert rows == 1
 
 
 def test_other_config_into_the_same_folder_is_refused(tmp_path, finished_run):
