@@ -7,6 +7,7 @@ traceback; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ import click
 from cbl import __version__
 from cbl.errors import CblError, UsageError
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "describe_os_error", "main"]
 
 
 class InputError(click.ClickException):
@@ -31,12 +32,31 @@ def _translate(exc: BaseException) -> click.ClickException:
         return InputError(str(exc))
     if isinstance(exc, CblError):
         return click.ClickException(str(exc))
-    if isinstance(exc, MemoryError):
-        return click.ClickException("out of memory (try a smaller train.batch_size)")
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's (CUDA) OOM by name:
+        where = "GPU " if type(exc).__name__ == "OutOfMemoryError" else ""     # no torch import for --help
+        return click.ClickException(f"out of {where}memory (try a smaller train.batch_size, with optim.grad_accum "
+                                    "to keep the effective batch)")
     if isinstance(exc, OSError):
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        return click.ClickException(f"{exc.strerror or exc}{where}")
+        return click.ClickException(describe_os_error(exc))
     return click.ClickException(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
+
+
+# Storage faults a long sweep meets (full disk, quota, lost permissions, a remount read-only):
+# what to say about each, after "<path>: ". Files already written stay intact (atomic writes).
+_STORAGE_FAULTS = {
+    errno.ENOSPC: "no space left on device; free some space, then rerun or resume (files already written are intact)",
+    errno.EDQUOT: "disk quota exceeded; free some space, then rerun or resume (files already written are intact)",
+    errno.EACCES: "permission denied; where results go, give a folder this user can write to (--storage, --out)",
+    errno.EPERM: "operation not permitted; where results go, give a folder this user can write to (--storage, --out)",
+    errno.EROFS: "read-only file system; give a writable folder (e.g. --storage or --out)",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an OSError: the path first (when known), then what went wrong and what to do."""
+    what = _STORAGE_FAULTS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
+    line = f"{exc.filename}: {what}" if exc.filename is not None else what
+    return line.replace("\n", "\\n").replace("\r", "\\r")  # one line whatever the path held
 
 
 class CblGroup(click.Group):
@@ -166,6 +186,10 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
         f"checkpoint {result.best_checkpoint}\n"
         f"TensorBoard: tensorboard --logdir {run_dir}"
     )
+    if config.train.feature_cache:
+        from cbl.feature_cache import cache_root, format_cache_line
+
+        click.echo(format_cache_line(cache_root(config, run_dir)))
 
 
 def _echo_eval(result, out: Path) -> None:

@@ -55,14 +55,36 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     errored = sum(t.state == "error" for t in trials)
     if errored:
         click.echo(f"{errored} trial(s) errored (retry them: cbl-search resume {experiment_dir} --retry-errored)")
-    write_sweep(experiment_dir, {**sweep, "state": "finished"})
-    settings = sweep["settings"]
+    spec = _space_of(sweep)
+    # recorded before it starts: a driver killed during the final evaluation leaves it "pending",
+    # and `resume` then runs it (again: scoring and retraining both continue where they stopped)
+    final = {"state": "skipped"} if skip_final else {"state": "pending",
+                                                     "seeds": final_seeds or spec.final_eval_seeds}
+    write_sweep(experiment_dir, {**sweep, "state": "finished", "final_eval": final})
+    if not skip_final:
+        _final_evaluation(experiment_dir, final["seeds"])
+    click.echo(f"TensorBoard: tensorboard --logdir {experiment_dir}   (or: cbl-search tensorboard {experiment_dir})")
+
+
+def _space_of(sweep: dict):
     from cbl.search import SweepSettings
 
-    spec = SweepSettings(**settings).space()
-    if not skip_final:
-        _echo_best_and_final(experiment_dir, spec.mode, final_seeds or spec.final_eval_seeds, spec.final_eval_split)
-    click.echo(f"TensorBoard: tensorboard --logdir {experiment_dir}   (or: cbl-search tensorboard {experiment_dir})")
+    return SweepSettings(**sweep["settings"]).space()
+
+
+def _final_evaluation(experiment_dir: Path, seeds: int) -> None:
+    """Best trial, best_config.yaml and the final evaluation; marked done in sweep.json once complete."""
+    from cbl.sweep_store import read_sweep, write_sweep
+
+    spec = _space_of(read_sweep(experiment_dir))
+    _echo_best_and_final(experiment_dir, spec.mode, seeds, spec.final_eval_split)
+    sweep = read_sweep(experiment_dir)
+    write_sweep(experiment_dir, {**sweep, "final_eval": {"state": "done", "seeds": seeds}})
+
+
+def final_eval_pending(sweep: dict) -> bool:
+    """A finished sweep whose final evaluation started but never completed (the driver was killed in it)."""
+    return sweep.get("state") == "finished" and sweep.get("final_eval", {}).get("state") == "pending"
 
 
 @cli.command("run")
@@ -96,7 +118,11 @@ def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], stor
     with experiment_lock(experiment_dir):  # first: a running sweep is the reason to refuse
         resume = False
         if (experiment_dir / SWEEP_FILE).is_file():
-            state = read_sweep(experiment_dir).get("state")
+            sweep = read_sweep(experiment_dir)
+            state = sweep.get("state")
+            if resume_existing and final_eval_pending(sweep):
+                _resume_finished(experiment_dir, sweep, final_seeds, no_final_eval)
+                return
             if state == "finished":
                 raise UsageError(f"{experiment_dir}: this experiment already finished; pick another --name "
                                  "(or look at it: cbl-search status / best / final-eval)")
@@ -147,10 +173,23 @@ def resume_command(experiment_dir: Path, address: str | None, retry_errored: boo
     with experiment_lock(experiment_dir):
         sweep = read_sweep(experiment_dir)
         if sweep.get("state") == "finished" and not retry_errored:
-            click.echo(f"{experiment_dir}: the sweep already finished; nothing to resume")
+            _resume_finished(experiment_dir, sweep, final_seeds, no_final_eval)
             return
         _sweep(settings, spec, address, True, retry_errored, final_seeds, no_final_eval,
                DEMO_NOTICE if settings.demo else None)
+
+
+def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None, no_final_eval: bool) -> None:
+    """Every trial has ended: finish an interrupted final evaluation, or say there is nothing to do."""
+    if not final_eval_pending(sweep):
+        click.echo(f"{experiment_dir}: the sweep already finished; nothing to resume")
+        return
+    if no_final_eval:
+        click.echo(f"{experiment_dir}: the sweep finished, its final evaluation did not; run `cbl-search resume "
+                   f"{experiment_dir}` without --no-final-eval to finish it")
+        return
+    click.echo(f"{experiment_dir}: every trial ended; finishing the interrupted final evaluation")
+    _final_evaluation(experiment_dir, final_seeds or sweep["final_eval"].get("seeds") or 1)
 
 
 @cli.command("status")
@@ -163,6 +202,11 @@ def status_command(experiment_dir: Path) -> None:
     sweep = read_sweep(experiment_dir)
     click.echo(f"experiment {experiment_dir.name}: {sweep.get('state', '?')}")
     click.echo(format_status_table(read_trials(experiment_dir), total=sweep.get("total_trials")))
+    from cbl.feature_cache import format_cache_line
+
+    cache_line = format_cache_line(experiment_dir / "feature_cache")
+    if cache_line:
+        click.echo(cache_line)
 
 
 @cli.command("best")
@@ -244,3 +288,26 @@ def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, 
     click.echo(f"report written: {files.markdown} and {files.html} ({len(files.figures)} figures)")
     if files.projector is not None:
         click.echo(f"embeddings for the projector: tensorboard --logdir {files.projector}")
+
+
+@cli.command("bench")
+@click.option("--quick", is_flag=True, help="Smaller sizes: under 10 minutes on a 2-core CPU machine.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JSON file for the numbers (default: cbl_runs/bench-<time>.json).")
+@click.option("--only", default=None, metavar="NAME,...",
+              help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, "
+                   "search_efficiency, eval_throughput, memory, feature_cache.")
+@click.option("--size", "size_name", type=click.Choice(["tiny", "quick", "full"]), default=None, hidden=True)
+def bench_command(quick: bool, out: Path | None, only: str | None, size_name: str | None) -> None:
+    """Benchmark the framework's overheads side by side (issue #7): one table of ratios and targets, plus JSON.
+
+    Uses the demo corpus and the tiny model; with a GPU, also a wav2vec2-base-sized
+    random-init model. A benchmark, not a test: the numbers depend on the machine it prints.
+    """
+    import time
+
+    from cbl.bench import parse_only, run_bench, sizes_for
+
+    names = parse_only(only)
+    out = out or Path("cbl_runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    run_bench(sizes_for(quick, size_name), names, out, echo=click.echo)

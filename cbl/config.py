@@ -75,7 +75,9 @@ class DataConfig:
     rawboost_algo: int = 0  # 0 none, 1..8 as in the RawBoost paper (training only)
     balanced_sampling: bool = False  # draw bonafide and spoof equally often per batch
     skip_missing: bool = False  # skip (and count) protocol entries whose audio is missing
-    num_workers: int = 0  # DataLoader workers; 0 keeps the demo and tests single-process
+    # DataLoader worker processes; -1 = auto: on a GPU the run's CPUs minus one (at most 8), so decoding and
+    # RawBoost keep ahead of the model; on the CPU 0 (the model needs those cores itself)
+    num_workers: int = -1
     max_train_utterances: int = 0  # 0 = all; a cap for smoke tests and quick sweeps
     demo_seed: int = 0  # the demo corpus is deterministic for this seed
     demo_utterances: int = 480  # per split (train/dev/eval) for the demo corpus
@@ -179,7 +181,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.eval_window": (1, None, True),
     "data.eval_max_len": (1000, None, True),
     "data.rawboost_algo": (0, 8, True),
-    "data.num_workers": (0, None, True),
+    "data.num_workers": (-1, None, True),
     "data.max_train_utterances": (0, None, True),
     "data.demo_utterances": (20, None, True),
     "data.demo_seconds": (0.25, 30.0, True),

@@ -62,7 +62,7 @@ def load_model(path: str | os.PathLike[str], *, device: str = "auto", threads: i
     """Rebuild the detector and its centers from a checkpoint (strict: mismatched keys are an error)."""
     from cbl.centers import build_centers
     from cbl.model import build_model
-    from cbl.train import pick_device, set_threads
+    from cbl.train import pick_device, resolve_workers, set_threads
 
     path = resolve_checkpoint_path(path)
     payload, config = load_checkpoint(path)
@@ -70,6 +70,7 @@ def load_model(path: str | os.PathLike[str], *, device: str = "auto", threads: i
         config.train.device = device
     set_threads(config, threads)
     dev = pick_device(config)
+    config = resolve_workers(config, dev, threads)
     model = build_model(config.model)
     load_model_state(model, payload["model"], str(path))
     model.to(dev).eval()

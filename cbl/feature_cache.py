@@ -51,11 +51,16 @@ from torch.utils.data import Dataset
 from cbl.config import ExperimentConfig
 from cbl.errors import ConfigError
 
-__all__ = ["CachedSplit", "FeatureDataset", "check_cache_config", "collate_features", "describe_cache",
-           "frontend_fingerprint", "open_or_build"]
+__all__ = ["CachedSplit", "FeatureDataset", "cache_root", "check_cache_config", "collate_features",
+           "describe_cache", "format_cache_line", "frontend_fingerprint", "open_or_build"]
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
+
+
+def cache_root(config: ExperimentConfig, run_dir: Path) -> Path:
+    """Where a run's cache lives: ``train.feature_cache_dir``, else ``<run_dir>/feature_cache``."""
+    return Path(config.train.feature_cache_dir or Path(run_dir) / "feature_cache").expanduser()
 
 
 def check_cache_config(config: ExperimentConfig) -> None:
@@ -233,7 +238,7 @@ def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentC
     features = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32,
                                          shape=(int(sum(frames)), *inner))
     loader = DataLoader(dataset, batch_sampler=LengthBucketSampler(lengths, config.train.eval_batch_size),
-                        collate_fn=collate, num_workers=config.data.num_workers)
+                        collate_fn=collate, num_workers=max(0, config.data.num_workers))
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -270,3 +275,13 @@ def describe_cache(root: Path) -> list[dict[str, Any]]:
                         "bytes": sum(p.stat().st_size for p in meta_path.parent.iterdir()),
                         "layer_mode": meta.get("layer_mode"), "ssl": meta.get("ssl")})
     return entries
+
+
+def format_cache_line(root: Path) -> str:
+    """``feature cache <root>: train 12.3 MB (480 utterances), dev ...; 20.1 MB in all``, or '' when empty."""
+    entries = describe_cache(root)
+    if not entries:
+        return ""
+    parts = ", ".join(f"{e['split']} {e['bytes'] / 1e6:.1f} MB ({e['utterances']} utterances, {e['layer_mode']})"
+                      for e in entries)
+    return f"feature cache {root}: {parts}; {sum(e['bytes'] for e in entries) / 1e6:.1f} MB in all"

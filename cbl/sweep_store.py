@@ -2,7 +2,8 @@
 
 Layout of an experiment folder (``<storage>/<name>/``)::
 
-    sweep.json               how the sweep was started (space file, --demo, --set, trial count), its state
+    sweep.json               how the sweep was started (space file, --demo, --set, trial count), its state,
+                             and final_eval: pending | done | skipped (resume redoes a pending one)
     scheduler_state.json     ASHA's rungs and stopped trials (cbl.asha)
     trials/<trial_id>/       one folder per trial, written by the trial itself:
         trial.json           sampled parameters, state (running|finished|stopped|error), error reason

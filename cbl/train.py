@@ -134,6 +134,23 @@ def set_threads(config: ExperimentConfig, cpus: float | None) -> int:
     return threads
 
 
+def resolve_workers(config: ExperimentConfig, device: torch.device, cpus: float | None) -> ExperimentConfig:
+    """``data.num_workers: -1`` (auto) made concrete: on CUDA the run's CPUs minus one (1..8), on the CPU 0.
+
+    Loading and RawBoost on one core run at ~150 utterances/s (``cbl-search bench``,
+    row 3+rb), below what a GPU trains on; on the CPU the workers would only take
+    cores from the model.
+    """
+    if config.data.num_workers >= 0:
+        return config
+    if device.type == "cuda":
+        available = cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        workers = min(8, max(1, int(available) - 1))
+    else:
+        workers = 0
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=workers))
+
+
 def _uses_centers(config: ExperimentConfig) -> bool:
     return config.loss.type != "ce_only"
 
@@ -238,13 +255,14 @@ def fit(
     last = ckpt_dir / "last.pt"
     set_threads(config, cpus)
     device = pick_device(config)
+    saved_config, config = config, resolve_workers(config, device, cpus)  # files keep what the user asked for
 
     # ---- data (first: a missing dataset fails before anything is written)
     train_records = load_split(config.data, "train")
     dev_records = load_split(config.data, "dev")
     resume_from, resumed_path = _resume_payload(ckpt_dir, config)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir / "config.yaml")
+    save_config(saved_config, run_dir / "config.yaml")
     torch.manual_seed(config.train.seed)
     weights = class_weights(train_records).to(device)
     pin = device.type == "cuda"
@@ -273,7 +291,9 @@ def fit(
         best_threshold = payload["best_threshold"]
         set_rng_state(payload["rng"])
         _truncate_history(run_dir / "metrics.jsonl", payload["epoch"])
-    elif centers is not None:
+    else:
+        _truncate_history(run_dir / "metrics.jsonl", -1)  # lines of an epoch that ended before its first checkpoint
+    if resume_from is None and centers is not None:
         # initial centers: one pass over a capped, fixed sample of bonafide training audio
         centers.fit(_embed(model, _init_loader(train_records, config, cache), config, device)["embedding"])
 
@@ -380,13 +400,13 @@ def fit(
             "rng": rng_state(),
         }
         # history first: a crash before last.pt is written reruns this epoch and drops the line
-        with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(metrics) + "\n")
+        _append_line(run_dir / "metrics.jsonl", json.dumps(metrics))
         if improved:
-            save_checkpoint(ckpt_dir / "best.pt", {k: v for k, v in payload.items() if k != "optimizer"}, config)
+            save_checkpoint(ckpt_dir / "best.pt", {k: v for k, v in payload.items() if k != "optimizer"},
+                            saved_config)
         if last.is_file():  # keep one good checkpoint behind, in case the new one is damaged later
             os.replace(last, ckpt_dir / PREVIOUS)
-        save_checkpoint(last, payload, config)
+        save_checkpoint(last, payload, saved_config)
         if reporter is not None:
             reporter.report(metrics, ckpt_dir)
 
@@ -421,9 +441,9 @@ class _FeatureSource:
 
     def __init__(self, config: ExperimentConfig, run_dir: Path, model, device: torch.device, train_records,
                  dev_records) -> None:
-        from cbl.feature_cache import frontend_fingerprint, open_or_build
+        from cbl.feature_cache import cache_root, frontend_fingerprint, open_or_build
 
-        root = Path(config.train.feature_cache_dir or run_dir / "feature_cache").expanduser()
+        root = cache_root(config, run_dir)
         self.config = config
         fingerprint = frontend_fingerprint(model.frontend)
         self.train = open_or_build(root, "train", train_records, config, model, device, fingerprint)
@@ -503,10 +523,19 @@ def _truncate_history(path: Path, last_epoch_index: int) -> None:
     """Drop history lines after the checkpointed epoch (an epoch that ran but was not checkpointed)."""
     if not path.is_file():
         return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["epoch"] <= last_epoch_index + 1]
+    keep = [json.dumps(m) for m in read_history(path.parent) if m["epoch"] <= last_epoch_index + 1]
     from cbl.yamlio import atomic_write_text
 
     atomic_write_text(path, "".join(f"{line}\n" for line in keep))
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one line; a failed write (disk full) is an OSError naming the file."""
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno or 0), str(path)) from None
 
 
 def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -514,6 +543,15 @@ def read_history(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    history = []
+    for number, line in enumerate(lines, 1):
+        try:
+            history.append(json.loads(line))
+        except ValueError:
+            if number == len(lines):
+                break  # a last line cut short by a kill mid-write: that epoch was not checkpointed either
+            raise CblError(f"{path}:{number}: not a JSON line (the file is damaged)") from None
+    return history
 
 

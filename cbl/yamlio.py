@@ -87,25 +87,51 @@ def dump_yaml(data: Any) -> str:
 def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``.
 
-    A crash leaves either the old file or the new one, never half of one.
+    A crash, a full disk or a folder that became read-only leaves either the old
+    file or the new one, never half of one, and no temporary file behind. An
+    OSError (ENOSPC, EACCES, EROFS, ...) is raised again naming ``path``, since
+    the bare one from ``write`` or ``fsync`` names no file.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp: str | None = None
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any other file
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; results should read like any other file
+            _write_all(fd, payload)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except BaseException as exc:
+        if tmp is not None:
+            _remove_quietly(tmp)
+        if isinstance(exc, OSError) and exc.errno is not None and _names_no_result(exc, target):
+            raise OSError(exc.errno, os.strerror(exc.errno), str(target)) from exc
         raise
     return target
+
+
+def _names_no_result(exc: OSError, target: Path) -> bool:
+    """True when the error names no file, or only our temporary one (a name the user never chose)."""
+    return exc.filename is None or Path(str(exc.filename)).name.startswith(f".{target.name}.")
+
+
+def _write_all(fd: int, payload: bytes) -> None:
+    """``os.write`` until every byte is out (a write may be partial); the one place bytes reach the disk."""
+    view = memoryview(payload)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _remove_quietly(path: str) -> None:
+    """Drop a temporary file; a folder that turned read-only may refuse, and the original error matters more."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -348,3 +348,35 @@ def test_no_usable_checkpoint_is_a_clear_error_naming_both(tmp_path):
         (tmp_path / "checkpoints" / name).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match=r"no usable checkpoint to resume from: .*last\.pt.* / .*previous\.pt"):
         fit(config, None, tmp_path)
+
+
+def test_auto_workers_are_zero_on_cpu_and_cpus_minus_one_on_gpu():
+    from cbl.train import resolve_workers
+
+    config = tiny_config()
+    assert config.data.num_workers == -1  # the default: auto
+    assert resolve_workers(config, torch.device("cpu"), 4).data.num_workers == 0
+    assert resolve_workers(config, torch.device("cuda"), 4).data.num_workers == 3
+    assert resolve_workers(config, torch.device("cuda"), 1).data.num_workers == 1
+    assert resolve_workers(config, torch.device("cuda"), 32).data.num_workers == 8
+    fixed = tiny_config("data.num_workers=2")
+    assert resolve_workers(fixed, torch.device("cuda"), 16).data.num_workers == 2
+
+
+def test_a_history_line_cut_short_by_a_kill_is_dropped(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "dev_eer": 0.3}\n{"epoch": 2, "dev_e')
+    assert read_history(tmp_path) == [{"epoch": 1, "dev_eer": 0.3}]
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "dev_e\n{"epoch": 2, "dev_eer": 0.3}\n')
+    with pytest.raises(CblError, match=r"metrics\.jsonl:1: not a JSON line"):
+        read_history(tmp_path)
+
+
+def test_a_fresh_start_drops_history_of_an_epoch_never_checkpointed(tmp_path):
+    """Killed after writing epoch 1's line but before its last.pt: the retry records epoch 1 once."""
+    config = tiny_config("train.epochs=1")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "dev_eer": 0.9}\n')
+    fit(config, None, run_dir)
+    history = read_history(run_dir)
+    assert [m["epoch"] for m in history] == [1] and history[0]["dev_eer"] != 0.9
