@@ -25,7 +25,7 @@ from cbl.errors import CblError, UsageError
 from cbl.space import SearchSpace, expand_grid, parse_search_space, suggest, total_trials
 from cbl.sweep_store import trial_dir, write_sweep, write_trial_state
 
-__all__ = ["GridSearcher", "SweepSettings", "TrialLines", "prepare_sweep", "quiet_ray_environment", "run_sweep",
+__all__ = ["GridSearcher", "PrunedAwareOptunaSearch", "SweepSettings", "TrialLines", "prepare_sweep", "quiet_ray_environment", "run_sweep",
            "run_trial", "start_ray"]
 
 _QUIET_ENV = {
@@ -50,6 +50,7 @@ def quiet_ray_environment() -> None:
 quiet_ray_environment()  # before Ray is imported: some of these are read at import time
 from ray.tune import Callback  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
+from ray.tune.search.optuna import OptunaSearch  # noqa: E402
 
 
 @dataclass
@@ -69,7 +70,7 @@ class SweepSettings:
         return spec
 
     def trial_config(self, sampled: dict[str, Any]):
-        """Defaults -> fixed -> demo profile -> sampled -> --set (cbl.profiles order)."""
+        """Defaults -> fixed -> demo profile -> the file's demo.fixed -> sampled -> --set (cbl.profiles order)."""
         from cbl.config import apply_overrides
         from cbl.profiles import resolve_config
 
@@ -79,6 +80,9 @@ class SweepSettings:
             from cbl.profiles import DEMO_OVERRIDES
 
             config = apply_overrides(config, DEMO_OVERRIDES, source="--demo")
+            # the file's own demo block has the last word over the built-in demo profile
+            demo_fixed = (self.space_data.get("demo") or {}).get("fixed") or {}
+            config = apply_overrides(config, demo_fixed, source=f"{self.space_source} (demo.fixed)")
         config = apply_overrides(config, sampled, source="search space")
         if self.set_options:
             from cbl.config import parse_set_options
@@ -105,7 +109,10 @@ def prepare_sweep(space_path: Path, *, demo: bool, set_options: list[str], stora
                              set_options=list(set_options), experiment_dir=str(storage / spec.name),
                              num_samples=spec.num_samples)
     # every trial's config must resolve: check the fixed part and one point of each value now
+    from cbl.feature_cache import check_cache_config
+
     base = settings.trial_config({})
+    check_cache_config(base)
     if spec.algorithm == "grid":
         for point in expand_grid(spec):
             settings.trial_config(point)
@@ -153,8 +160,11 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
                       node_id=ray.get_runtime_context().get_node_id(), host=os.uname().nodename)
     resources = context.get_trial_resources()
     cpus = resources.required_resources.get("CPU", 1) if resources is not None else 1
+    config = sweep.trial_config(sampled)
+    if config.train.feature_cache and not config.train.feature_cache_dir:
+        config.train.feature_cache_dir = str(experiment_dir / "feature_cache")  # one cache for every trial
     try:
-        result = fit(sweep.trial_config(sampled), _TuneReporter(), path, cpus=cpus)
+        result = fit(config, _TuneReporter(), path, cpus=cpus)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         write_trial_state(path, state="error", error=reason)
@@ -267,7 +277,11 @@ def _build_tuner(settings: SweepSettings, spec: SearchSpace):
     else:
         sampler = (optuna.samplers.TPESampler(seed=spec.seed) if spec.algorithm == "optuna"
                    else optuna.samplers.RandomSampler(seed=spec.seed))
-        search_alg = OptunaSearch(space=_DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler)
+        if spec.tell_pruned:
+            search_alg = PrunedAwareOptunaSearch(space=_DefineByRun(spec), metric=spec.metric, mode=spec.mode,
+                                                 sampler=sampler, experiment_dir=str(experiment_dir))
+        else:
+            search_alg = OptunaSearch(space=_DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler)
     scheduler = None
     if spec.scheduler == "asha":
         scheduler = PersistentASHA(str(experiment_dir), max_t=max_t, grace_period=spec.grace_period,
@@ -327,6 +341,59 @@ class GridSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as handle:
             self.__dict__.update(pickle.load(handle))
+
+
+
+
+class PrunedAwareOptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna the truth about trials ASHA stopped early: PRUNED, with their per-epoch values.
+
+    Ray's OptunaSearch tells every ended trial COMPLETE with its last result, so
+    TPE ranks a trial stopped at epoch 1 by its early (high) EER as if it were
+    final (../shared/RAY_NOTES.md). Here a trial that :func:`cbl.asha.was_stopped`
+    names is told PRUNED after its last value is reported; TPE then ranks it below
+    every completed trial and among pruned ones by how far it got. Intermediate
+    values are reported at the trial's own ``epoch`` (Ray's training_iteration
+    restarts when a trial resumes from cbl's checkpoint). Plain data only, so it
+    pickles with the experiment like OptunaSearch does.
+    """
+
+    def __init__(self, *args: Any, experiment_dir: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._experiment_dir = str(experiment_dir)
+        self._reported_steps: dict[str, list[int]] = {}
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self._completed_trials:
+            self._report(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        from cbl.asha import was_stopped
+
+        if error or trial_id in self._completed_trials or trial_id not in self._ot_trials \
+                or not was_stopped(self._experiment_dir, trial_id):
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        import optuna
+
+        if result:
+            self._report(trial_id, result)  # Ray sends a stopping result here, not to on_trial_result
+        try:
+            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+        except Exception as exc:  # noqa: BLE001 - as OptunaSearch: a refused tell must not end the sweep
+            import logging
+
+            logging.getLogger(__name__).warning("optuna: %s", exc)
+        self._completed_trials.add(trial_id)
+
+    def _report(self, trial_id: str, result: dict) -> None:
+        value = result.get(self.metric)
+        step = result.get("epoch", result.get("training_iteration"))
+        reported = self._reported_steps.setdefault(trial_id, [])
+        if value is None or step is None or int(step) in reported or trial_id not in self._ot_trials:
+            return
+        self._ot_trials[trial_id].report(float(value), int(step))
+        reported.append(int(step))
 
 
 class _DefineByRun:

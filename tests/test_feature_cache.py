@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 from pathlib import Path
 
@@ -167,3 +168,53 @@ def test_dev_longer_than_eval_max_len_is_scored_from_audio(tmp_path, caplog):
     assert "dev is scored from audio" in caplog.text
     assert [e.split("-")[0] for e in _entries(tmp_path / "r" / "feature_cache")] == ["train"]
     assert len(read_history(tmp_path / "r")) == 1
+
+
+HEAD_SWEEP = """
+name: heads
+fixed:
+  model.freeze_ssl: true
+  data.train_crop: fixed
+  train.feature_cache: true
+space:
+  model.pooling: {grid: [mean, max]}
+  loss.type: {grid: [cluster_only, ce_only]}
+search: {algorithm: grid, max_concurrent: 2}
+scheduler: {name: none}
+resources: {cpu: 1, gpu: 0}
+demo:
+  fixed: {model.freeze_ssl: true}
+"""
+
+
+def test_a_head_only_sweep_shares_one_cache(ray_session, tmp_path):
+    """Every trial of the sweep reads the cache one trial built in the experiment folder; results match audio."""
+    from cbl.sweep_store import read_trials
+
+    space = tmp_path / "heads.yaml"
+    space.write_text(HEAD_SWEEP)
+    sets = [*TINY, "data.demo_seconds=1.0", "train.epochs=2", "centers.refresh_every=1"]
+    result = CliRunner().invoke(cli, ["run", str(space), "--demo", "--storage", str(tmp_path / "runs"),
+                                      *as_set_args(sets)])
+    assert result.exit_code == 0, result.output
+    experiment = tmp_path / "runs" / "heads"
+    trials = read_trials(experiment)
+    assert len(trials) == 4 and {t.state for t in trials} == {"finished"}
+    assert [e.split("-")[0] for e in _entries(experiment / "feature_cache")] == ["dev", "train"]
+    # one trial, trained again from audio alone, reaches the same dev EER every epoch
+    trial = next(t for t in trials if t.params == {"model.pooling": "max", "loss.type": "cluster_only"})
+    config = resolve_config(None, [*sets, *HEAD_ONLY[:2], "model.pooling=max", "loss.type=cluster_only",
+                                   "train.epochs=2", "data.demo_seconds=1.0"], demo=True)
+    fit(config, None, tmp_path / "audio")
+    assert [m["dev_eer"] for m in read_history(trial.path)] == pytest.approx(
+        [m["dev_eer"] for m in read_history(tmp_path / "audio")], abs=1e-9)
+    status = CliRunner().invoke(cli, ["status", str(experiment)])
+    assert status.exit_code == 0 and f"feature cache {experiment / 'feature_cache'}: " in status.output
+    assert re.search(r"dev \d+\.\d MB \(40 utterances, last\), train \d+\.\d MB .*MB in all", status.output)
+
+
+def test_train_reports_the_cache_size(tmp_path):
+    result = CliRunner().invoke(cli, ["train", "--demo", *as_set_args((*TINY, *HEAD_ONLY, "train.feature_cache=true",
+                                                                       "train.epochs=1")), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert re.search(rf"feature cache {re.escape(str(tmp_path / 'r' / 'feature_cache'))}: dev \d+\.\d MB", result.output)

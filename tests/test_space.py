@@ -19,7 +19,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["ablation", "num_clusters", "alpha", "pooling", "loss_type"])
+@pytest.mark.parametrize("name", ["ablation", "num_clusters", "alpha", "pooling", "loss_type", "head_only"])
 @pytest.mark.parametrize("demo", [False, True])
 def test_shipped_files_load(name, demo):
     spec = load_search_space(SPACES / f"{name}.yaml", demo=demo)
@@ -28,6 +28,9 @@ def test_shipped_files_load(name, demo):
     if name == "ablation":
         assert spec.algorithm == "optuna" and spec.scheduler == "asha"
         assert set(spec.keys) == {"loss.type", "loss.num_clusters", "loss.alpha", "model.pooling", "optim.lr"}
+    elif name == "head_only":
+        assert spec.algorithm == "optuna" and spec.fixed["train.feature_cache"] is True
+        assert spec.fixed["model.freeze_ssl"] is True and spec.fixed["data.train_crop"] == "fixed"
     else:
         assert spec.algorithm == "grid"
 

@@ -1,0 +1,140 @@
+"""``cbl-search bench``: the machinery in its tiny size (table, JSON, ratios), the ASHA replay, bad options.
+
+No timing is asserted: a benchmark's numbers belong to its machine.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cbl.bench import (
+    MEASUREMENTS,
+    _asha_continues,
+    _asha_rungs,
+    parse_only,
+    replay_search,
+)
+from cbl.cli import cli
+from cbl.errors import UsageError
+
+# everything but the Ray sweep (ray_trial, memory: see the slow test below)
+FAST = "cluster_loss,data_loading,center_refresh,search_efficiency,eval_throughput,feature_cache"
+ROW_KEYS = {"id", "what", "a_label", "a", "b_label", "b", "unit", "target", "met", "note", "ratio"}
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def check_result(path: Path, output: str, names: list[str]) -> list[dict]:
+    """The JSON holds the machine and one row per printed line; measured rows have positive finite ratios."""
+    result = json.loads(path.read_text())
+    assert result["measurements"] == names
+    assert {"cpu", "cores", "torch", "gpu"} <= set(result["machine"])
+    assert result["machine"]["cpu"] in output and "torch " + result["machine"]["torch"] in output
+    rows = result["rows"]
+    assert rows and all(set(row) == ROW_KEYS for row in rows)
+    header = output.splitlines()[[line.startswith("#  ") for line in output.splitlines()].index(True)]
+    assert header.split() == ["#", "measurement", "A", "B", "A/B", "target", "met"]
+    for row in rows:
+        assert any(line.startswith(row["id"] + " ") and row["what"] in line for line in output.splitlines())
+        if row["id"] == "8.eer":  # the cache must not change what is learnt: no difference at all
+            assert row["a"] == 0 and row["met"] is True, row
+            continue
+        if row["ratio"] is None:  # a size, or a memory growth too small to see at this size: no target
+            assert row["target"] == "report" and (0 in (row["a"], row["b"]) or row["b"] is None), row
+            continue
+        assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
+        assert row["met"] in (True, False, None)
+        assert (row["met"] is None) == (row["target"] == "report")
+    return rows
+
+
+def test_tiny_bench_prints_one_table_and_writes_json(tmp_path):
+    out = tmp_path / "deep" / "bench.json"
+    result = run("bench", "--size", "tiny", "--only", FAST, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = check_result(out, result.output, FAST.split(","))
+    ids = {row["id"] for row in rows}
+    assert {"1", "3", "3+rb", "4.100", "4.200", "5a", "5b", "5c", "5d", "6", "6.mem", "8", "8.eer", "8.size"} <= ids
+    # no temporary file left beside the JSON (written by rename)
+    assert [p.name for p in out.parent.iterdir()] == ["bench.json"]
+
+
+@pytest.mark.slow
+def test_tiny_bench_ray_trial_and_memory(ray_session, tmp_path):
+    out = tmp_path / "bench.json"
+    result = run("bench", "--size", "tiny", "--only", "ray_trial,memory", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = check_result(out, result.output, ["ray_trial", "memory"])
+    assert [row["id"] for row in rows] == ["2", "7a", "7b"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--only", "nope"], "unknown measurement nope"),
+    (["--only", "cluster_loss,bogus"], "unknown measurement bogus"),
+    (["--only", ","], "(none given)"),
+    (["--size", "huge"], "Invalid value for '--size'"),
+    (["--frobnicate"], "No such option"),
+])
+def test_bad_options_exit_2(args, message):
+    result = run("bench", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_out_that_is_a_folder_exits_2(tmp_path):
+    result = run("bench", "--only", "feature_cache", "--out", str(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert "is a directory" in result.output
+
+
+def test_parse_only_keeps_table_order():
+    assert parse_only("memory,cluster_loss") == ["cluster_loss", "memory"]
+    assert parse_only(None) == list(MEASUREMENTS)
+    with pytest.raises(UsageError, match="expected some of: cluster_loss"):
+        parse_only("x")
+
+
+def test_asha_replay_rule_matches_rays_bracket():
+    """Our replay of ASHA decides exactly as Ray's AsyncHyperBandScheduler bracket on the same results."""
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    class Trial:
+        def __init__(self, trial_id):
+            self.trial_id = trial_id
+
+    max_t = 9
+    bracket = _Bracket(min_t=1, max_t=max_t, reduction_factor=3, s=0)
+    rungs = _asha_rungs(max_t)
+    assert [r.milestone for r in rungs] == [m for m, _ in bracket._rungs]
+    import random
+
+    rng = random.Random(0)
+    alive = {i: 0 for i in range(12)}
+    while alive:
+        for trial in list(alive):
+            alive[trial] += 1
+            eer = rng.random()
+            epoch = alive[trial]
+            ray_stops = epoch >= max_t or bracket.on_result(Trial(trial), epoch, -eer) == "STOP"
+            assert (not _asha_continues(rungs, trial, epoch, eer, max_t)) == ray_stops
+            if ray_stops:
+                del alive[trial]
+
+
+def test_replay_finds_the_best_config_and_is_deterministic():
+    grid = (("a", (0, 1, 2)), ("b", ("x", "y")))
+    # config (2, "y") is best from its first epoch; the others plateau higher
+    curves = {(a, b): [0.4 - 0.02 * e - (0.3 if (a, b) == (2, "y") else 0.0) for e in range(4)]
+              for a in (0, 1, 2) for b in ("x", "y")}
+    first = replay_search(curves, grid, seed=3, tell="pruned", max_t=4)
+    assert first == replay_search(curves, grid, seed=3, tell="pruned", max_t=4)
+    assert first["reached"] and 1 <= first["epochs"] <= 2 * 6 * 4
+    for tell in ("complete", "pruned"):
+        assert replay_search(curves, grid, seed=0, tell=tell, max_t=4)["reached"]
