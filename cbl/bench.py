@@ -314,12 +314,19 @@ def measure_data_loading(ctx: BenchContext) -> list[Row]:
     for model in ctx.models:
         consumed = _model_throughput(ctx, model)
         for algo, label in ((0, "off"), (4, "algo 4 = 1+2+3")):
-            config = demo_config(ctx, model, **{"data.rawboost_algo": algo})
+            import torch
+
+            from cbl.train import resolve_workers
+
+            # the workers a run on this device gets by default (auto: none on the CPU, CPUs - 1 on a GPU)
+            config = resolve_workers(demo_config(ctx, model, **{"data.rawboost_algo": algo}),
+                                     torch.device(ctx.device), None)
             loaded = _loader_throughput(ctx, config)
             suffix = ("b" if model == "base" else "") + ("" if algo == 0 else "+rb")
             rows.append(Row(f"3{suffix}", f"train loader vs training step, {model} model, RawBoost {label}",
                             "loader", loaded, "model", consumed, "utt/s", "ratio >= 3", loaded / consumed >= 3,
-                            note=f"data.num_workers={config.data.num_workers}, {config.data.max_len} samples"))
+                            note=f"data.num_workers -1 (auto) = {config.data.num_workers} on {ctx.device}, "
+                            f"{config.data.max_len}-sample crops"))
     return rows
 
 
@@ -444,33 +451,42 @@ def measure_search_efficiency(ctx: BenchContext) -> list[Row]:
     keys = [k for k, _ in ctx.sizes.grid]
     ctx.cache.setdefault("data", {})["grid_curves"] = [{"config": dict(zip(keys, point)), "dev_eer": curve}
                                                        for point, curve in curves.items()]
-    costs = {(tell, startup): [replay_search(curves, ctx.sizes.grid, seed=seed, tell=tell,
-                                             max_t=ctx.sizes.grid_epochs, startup=startup)
-                               for seed in range(ctx.sizes.replay_seeds)]
-             for tell in ("complete", "pruned") for startup in (10, 4)}
-    ctx.cache["data"]["replay"] = {f"{tell}-startup{startup}": c for (tell, startup), c in costs.items()}
+    variants = {"ray": ("complete", True), "pruned": ("pruned", True), "cbl": ("pruned", False)}
+    costs = {name: [replay_search(curves, ctx.sizes.grid, seed=seed, tell=tell, max_t=ctx.sizes.grid_epochs,
+                                  rerun_finished=rerun)
+                    for seed in range(ctx.sizes.replay_seeds)]
+             for name, (tell, rerun) in variants.items()}
+    ctx.cache["data"]["replay"] = costs
     rows = []
-    for row_id, tell, label in (("5a", "complete", "stopped told COMPLETE, as Ray"),
-                                ("5b", "pruned", "stopped told PRUNED")):
-        runs = costs[(tell, 10)]
-        median = statistics.median(c["epochs"] for c in runs)
+    for row_id, name, label in (("5a", "ray", "Ray's way: stopped trials told COMPLETE, repeats rerun"),
+                                ("5b", "cbl", "cbl's way: stopped told PRUNED, finished configs not rerun")):
+        runs = costs[name]
+        median = statistics.median(_cost(c) for c in runs)
         rows.append(Row(row_id, f"epochs to within {WITHIN_POINTS} pts of the grid's best dev EER: ASHA+TPE "
                         f"({label}) vs full grid", "ASHA+TPE", median, "grid", grid_epochs, "epochs",
                         "ratio <= 0.35", median / grid_epochs <= 0.35,
-                        note=f"median over {len(runs)} seeds (mean {statistics.mean(c['epochs'] for c in runs):.1f}), "
+                        note=f"median over {len(runs)} seeds (a search that never gets there counts as endless), "
                         f"reached in {sum(c['reached'] for c in runs)}; {len(curves)} configs x "
                         f"{ctx.sizes.grid_epochs} epochs, grid best {100 * best:.2f}%; {SEARCH_CONCURRENCY} trials "
                         f"at a time, ASHA grace {ASHA_GRACE}, factor {ASHA_FACTOR:g}"))
-    for row_id, startup in (("5c", 10), ("5d", 4)):
-        pruned, complete = costs[("pruned", startup)], costs[("complete", startup)]
-        a, b = (statistics.mean(c["epochs"] for c in runs) for runs in (pruned, complete))
-        wins = sum(p["epochs"] < c["epochs"] for p, c in zip(pruned, complete))
-        losses = sum(p["epochs"] > c["epochs"] for p, c in zip(pruned, complete))
-        rows.append(Row(row_id, f"mean epochs to that config: stopped told PRUNED vs COMPLETE (TPE, {startup} random "
-                        f"start-up trials{', the default' if startup == 10 else ''})", "PRUNED", a, "COMPLETE", b,
-                        "epochs", "ratio < 1: truthful is better", a < b,
-                        note=f"paired over {len(pruned)} seeds: PRUNED sooner in {wins}, later in {losses}"))
+    for row_id, a_name, b_name, what, a_label, b_label in (
+            ("5c", "pruned", "ray", "stopped trials told PRUNED vs COMPLETE", "PRUNED", "COMPLETE"),
+            ("5d", "cbl", "pruned", "finished configs answered from their result vs trained again", "reused",
+             "rerun")):
+        a_runs, b_runs = costs[a_name], costs[b_name]
+        a, b = (statistics.mean(c["epochs"] for c in runs) for runs in (a_runs, b_runs))
+        wins = sum(_cost(x) < _cost(y) for x, y in zip(a_runs, b_runs))
+        losses = sum(_cost(x) > _cost(y) for x, y in zip(a_runs, b_runs))
+        rows.append(Row(row_id, f"mean epochs spent: {what} (TPE, paired seeds)", a_label, a, b_label, b, "epochs",
+                        "ratio < 1: better", a < b,
+                        note=f"paired over {len(a_runs)} seeds: {a_label} sooner in {wins}, later in {losses}; "
+                        f"reached {sum(c['reached'] for c in a_runs)} vs {sum(c['reached'] for c in b_runs)}"))
     return rows
+
+
+def _cost(run: dict[str, Any]) -> float:
+    """Epochs a replayed search spent to reach the target; endless when it never did."""
+    return run["epochs"] if run["reached"] else math.inf
 
 
 def _grid_curves(ctx: BenchContext) -> dict[tuple, list[float]]:
@@ -552,7 +568,7 @@ def _asha_continues(rungs: list[_Rung], trial: int, epoch: int, eer: float, max_
 
 def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Sequence[Any]]], *, seed: int,
                   tell: str, max_t: int, concurrency: int = SEARCH_CONCURRENCY, max_trials: int = 0,
-                  startup: int = 10) -> dict[str, Any]:
+                  startup: int = 10, rerun_finished: bool = True) -> dict[str, Any]:
     """Replay ASHA + Optuna TPE against recorded curves; the epochs spent until a result within 0.5 points of the best.
 
     ``tell``: ``complete`` (an ASHA-stopped trial is told COMPLETE with its last
@@ -561,7 +577,9 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
     epochs of the whole step in which the target is seen count as spent. Stops
     after ``max_trials`` (default: twice the grid) without reaching it: the
     epochs spent so far are returned with ``reached`` False. ``startup``: TPE's
-    random start-up trials (Optuna's default, and cbl's, is 10).
+    random start-up trials (Optuna's default, and cbl's, is 10). ``rerun_finished``
+    False: a suggestion equal to a configuration that already ran to ``max_t`` is
+    answered from that result and drawn again (cbl's PrunedAwareOptunaSearch).
     """
     import optuna
 
@@ -569,12 +587,23 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
     target = min(min(c) for c in curves.values()) + WITHIN_POINTS / 100 + 1e-12
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     study = optuna.create_study(direction="minimize", sampler=sampler)
+    from cbl.search import PrunedAwareOptunaSearch
+
+    max_redraws = PrunedAwareOptunaSearch.MAX_REDRAWS
     rungs, running, launched, spent = _asha_rungs(max_t), [], 0, 0
+    finished: dict[tuple, float] = {}  # configurations that ran to max_t -> final dev EER
+    point_of: dict[int, tuple] = {}
     max_trials = max_trials or 2 * len(curves)
     while True:
+        redraws = 0
         while len(running) < concurrency and launched < max_trials:
             trial = study.ask()
             point = tuple(trial.suggest_categorical(key, list(values)) for key, values in grid)
+            if not rerun_finished and point in finished and redraws < max_redraws:
+                study.tell(trial, finished[point])
+                redraws += 1
+                continue
+            point_of[launched] = point
             running.append({"trial": trial, "curve": curves[point], "epoch": 0, "number": launched})
             launched += 1
         if not running:
@@ -594,6 +623,8 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
                 study.tell(item["trial"], state=optuna.trial.TrialState.PRUNED)
             else:
                 study.tell(item["trial"], eer)
+                if item["epoch"] >= max_t:
+                    finished[point_of[item["number"]]] = eer
         if reached:
             return {"epochs": spent, "reached": True, "trials": launched}
 

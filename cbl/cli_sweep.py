@@ -47,6 +47,7 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     trials = [t for t in trials if t.state != "lost"]  # see cbl.search._mark_lost_trials
     ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
     click.echo(format_status_table(trials, total=total))
+    _echo_cache(experiment_dir)
     if len(ended) < total:
         write_sweep(experiment_dir, {**sweep, "state": "interrupted"})
         click.echo(f"sweep interrupted: {len(ended)} of {total} trials ended.\n"
@@ -202,11 +203,16 @@ def status_command(experiment_dir: Path) -> None:
     sweep = read_sweep(experiment_dir)
     click.echo(f"experiment {experiment_dir.name}: {sweep.get('state', '?')}")
     click.echo(format_status_table(read_trials(experiment_dir), total=sweep.get("total_trials")))
+    _echo_cache(experiment_dir)
+
+
+def _echo_cache(experiment_dir: Path) -> None:
+    """The sweep's frozen-feature cache and its size, when it has one."""
     from cbl.feature_cache import format_cache_line
 
-    cache_line = format_cache_line(experiment_dir / "feature_cache")
-    if cache_line:
-        click.echo(cache_line)
+    line = format_cache_line(experiment_dir / "feature_cache")
+    if line:
+        click.echo(line)
 
 
 @cli.command("best")

@@ -358,10 +358,32 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     pickles with the experiment like OptunaSearch does.
     """
 
+    # a suggestion equal to a configuration that already trained to the end is answered from that result and
+    # drawn again, at most this many times per trial (then it runs: a finite space may be exhausted)
+    MAX_REDRAWS = 20
+
     def __init__(self, *args: Any, experiment_dir: str, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._experiment_dir = str(experiment_dir)
         self._reported_steps: dict[str, list[int]] = {}
+        self._finished: dict[tuple, float] = {}  # configuration -> final metric of a trial that ran to the end
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """Optuna's suggestion, but never a configuration that already ran to the end.
+
+        Trials are deterministic for a configuration (seeded data order, init and
+        augmentation), so training one again would reproduce its result exactly:
+        Optuna is told that result at once and asked again. Categorical spaces
+        (pooling x K x loss type) are where TPE repeats itself most.
+        """
+        params = super().suggest(trial_id)
+        for _ in range(self.MAX_REDRAWS):
+            known = self._finished.get(_config_key(self._ot_trials[trial_id].params))
+            if known is None:
+                break
+            self._ot_study.tell(self._ot_trials.pop(trial_id), known)
+            params = super().suggest(trial_id)
+        return params
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self._completed_trials:
@@ -372,6 +394,10 @@ class PrunedAwareOptunaSearch(OptunaSearch):
 
         if error or trial_id in self._completed_trials or trial_id not in self._ot_trials \
                 or not was_stopped(self._experiment_dir, trial_id):
+            value = (result or {}).get(self.metric)
+            if not error and trial_id not in self._completed_trials and trial_id in self._ot_trials \
+                    and isinstance(value, (int, float)) and math.isfinite(value):
+                self._finished[_config_key(self._ot_trials[trial_id].params)] = float(value)
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         import optuna
@@ -394,6 +420,11 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             return
         self._ot_trials[trial_id].report(float(value), int(step))
         reported.append(int(step))
+
+
+def _config_key(params: dict[str, Any]) -> tuple:
+    """A hashable identity of a sampled configuration (conditional keys absent when not sampled)."""
+    return tuple(sorted((key, repr(value)) for key, value in params.items()))
 
 
 class _DefineByRun:

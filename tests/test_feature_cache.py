@@ -198,6 +198,7 @@ def test_a_head_only_sweep_shares_one_cache(ray_session, tmp_path):
                                       *as_set_args(sets)])
     assert result.exit_code == 0, result.output
     experiment = tmp_path / "runs" / "heads"
+    assert f"feature cache {experiment / 'feature_cache'}: dev " in result.output  # the size, after the table
     trials = read_trials(experiment)
     assert len(trials) == 4 and {t.state for t in trials} == {"finished"}
     assert [e.split("-")[0] for e in _entries(experiment / "feature_cache")] == ["dev", "train"]

@@ -132,3 +132,46 @@ def test_a_real_asha_sweep_records_its_stopped_trials_as_pruned(ray_session, tmp
     states = {trial_id: study.get_trials()[t.number].state for trial_id, t in ot_trials.items()}
     assert all(states[trial_id] == State.PRUNED for trial_id in stopped)
     assert all(s == State.COMPLETE for trial_id, s in states.items() if trial_id not in stopped)
+
+
+CATEGORICAL = {**SPACE, "space": {"loss.type": {"choice": ["cluster_only", "ce_only"]}}}
+
+
+def test_a_configuration_that_ran_to_the_end_is_not_trained_again(tmp_path):
+    """Two configurations only: once both have finished, every later suggestion repeats one of them; each repeat
+    is answered from the finished trial's result (Optuna sees it) instead of being handed to Ray."""
+    search = PrunedAwareOptunaSearch(space=_DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
+                                     mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
+                                     experiment_dir=str(tmp_path))
+    seen = {}
+    trial = 0
+    while len(seen) < 2:  # run trials until both configurations have finished
+        config = search.suggest(f"t{trial}")
+        value = 0.2 if config["loss.type"] == "ce_only" else 0.3
+        search.on_trial_complete(f"t{trial}", {"dev_eer": value, "epoch": 3})
+        seen[config["loss.type"]] = value
+        trial += 1
+    before = len(search._ot_study.trials)
+    search.suggest("late")  # every draw is a repeat: answered MAX_REDRAWS times, then handed out anyway
+    answered = search._ot_study.trials[before:-1]
+    assert len(answered) == PrunedAwareOptunaSearch.MAX_REDRAWS
+    assert all(t.state == State.COMPLETE and t.value == seen[t.params["loss.type"]] for t in answered)
+    search.save(str(tmp_path / "searcher.pkl"))  # what a resumed sweep knows
+    restored = PrunedAwareOptunaSearch(space=_DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
+                                       mode="min", experiment_dir=str(tmp_path))
+    restored.restore(str(tmp_path / "searcher.pkl"))
+    assert sorted(restored._finished.values()) == [0.2, 0.3]
+
+
+def test_a_repeat_of_a_stopped_or_errored_configuration_runs_again(tmp_path):
+    """Only a trial that ran to the end has a final result to reuse; a stopped or failed one gets another chance."""
+    search = PrunedAwareOptunaSearch(space=_DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
+                                     mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
+                                     experiment_dir=str(tmp_path))
+    first = search.suggest("a")
+    stop_by_asha(tmp_path, "a")
+    search.on_trial_complete("a", {"dev_eer": 0.4, "epoch": 1})
+    assert search._finished == {}
+    configs = [search.suggest(f"r{i}") for i in range(6)]
+    assert first in configs  # handed out again, not answered from the stopped trial
+    assert len(search._ot_study.trials) == 7
