@@ -786,6 +786,45 @@ def measure_feature_cache(ctx: BenchContext) -> list[Row]:
     ]
 
 
+def measure_feature_cache_sweep(ctx: BenchContext) -> list[Row]:
+    """``search_spaces/head_only.yaml --demo`` through Ray (``cbl-search run``), cache on vs off, end to end.
+
+    The shipped head-only sweep (8 Optuna trials, ASHA, 2 at a time, frozen tiny
+    front-end), each side a cold ``cbl-search run`` subprocess from an empty
+    experiment folder: Ray's start-up and every trial's included. The training
+    time summed over trials (``epoch_seconds``) is reported beside it.
+    """
+    from cbl.train import read_history
+
+    space = Path(__file__).resolve().parents[1] / "search_spaces" / "head_only.yaml"
+    if not space.is_file():
+        raise CblError(f"bench: {space} is missing (the head-only sweep ships with the repository)")
+    sets = [f"data.demo_utterances={ctx.sizes.utterances}", f"data.demo_seconds={ctx.sizes.seconds}",
+            f"train.num_threads={ctx.threads}", f"train.device={ctx.device}"]
+    wall, train = {}, {}
+    for side in ("cache", "audio"):
+        folder = Path(tempfile.mkdtemp(prefix=f"heads-{side}-", dir=ctx.work_dir))
+        command = [sys.executable, "-m", "cbl.cli", "run", str(space), "--demo", "--storage", str(folder),
+                   "--no-final-eval", "--set", f"train.feature_cache={'true' if side == 'cache' else 'false'}"]
+        command += [arg for item in sets for arg in ("--set", item)]
+        ctx.echo(f"  [8] head_only.yaml --demo through Ray, {side}")
+        run = _run_measured(command, folder / "run.log", spawns_children=True)
+        if run["returncode"] != 0:
+            raise CblError(f"bench: the head-only sweep ({side}) failed (exit {run['returncode']}); "
+                           f"see {folder / 'run.log'}")
+        wall[side] = run["seconds"]
+        train[side] = sum(float(h["epoch_seconds"]) for metrics in folder.glob("head_only/trials/*/metrics.jsonl")
+                          for h in read_history(metrics.parent))
+    return [
+        Row("8.ray", "head_only.yaml --demo through Ray (cbl-search run, 8 trials): cache vs audio, wall time",
+            "cache", wall["cache"], "audio", wall["audio"], "s", "ratio <= 0.2", wall["cache"] / wall["audio"] <= 0.2,
+            note="cold runs incl. Ray start-up and trial start-up; the two sweeps may sample different trials "
+                 "(trials run two at a time)"),
+        Row("8.train", "the same sweeps: training time summed over trials (epoch_seconds)", "cache", train["cache"],
+            "audio", train["audio"], "s", "report"),
+    ]
+
+
 # --------------------------------------------------------------------------- the run
 MEASUREMENTS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "cluster_loss": measure_cluster_loss,  # 1
@@ -795,7 +834,8 @@ MEASUREMENTS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "search_efficiency": measure_search_efficiency,  # 5
     "eval_throughput": measure_eval_throughput,  # 6
     "memory": measure_memory,  # 7
-    "feature_cache": measure_feature_cache,  # 8 (lead)
+    "feature_cache": measure_feature_cache,  # 8
+    "feature_cache_sweep": measure_feature_cache_sweep,  # 8, through Ray
 }
 
 

@@ -46,8 +46,10 @@ def _translate(exc: BaseException) -> click.ClickException:
 _STORAGE_FAULTS = {
     errno.ENOSPC: "no space left on device; free some space, then rerun or resume (files already written are intact)",
     errno.EDQUOT: "disk quota exceeded; free some space, then rerun or resume (files already written are intact)",
-    errno.EACCES: "permission denied; where results go, give a folder this user can write to (--storage, --out)",
-    errno.EPERM: "operation not permitted; where results go, give a folder this user can write to (--storage, --out)",
+    errno.EACCES: "permission denied (reading: check the file's permissions; writing: give a folder this user can "
+                  "write to, e.g. --storage or --out)",
+    errno.EPERM: "operation not permitted (reading: check the file's permissions; writing: give a folder this user "
+                 "can write to, e.g. --storage or --out)",
     errno.EROFS: "read-only file system; give a writable folder (e.g. --storage or --out)",
 }
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from cbl.cli import cli, demo_option, set_option
-from cbl.errors import UsageError
+from cbl.errors import CblError, UsageError
 
 __all__: list[str] = []
 
@@ -207,12 +207,23 @@ def status_command(experiment_dir: Path) -> None:
 
 
 def _echo_cache(experiment_dir: Path) -> None:
-    """The sweep's frozen-feature cache and its size, when it has one."""
+    """The sweep's frozen-feature cache and its size, when it has one (also one set by train.feature_cache_dir)."""
     from cbl.feature_cache import format_cache_line
 
-    line = format_cache_line(experiment_dir / "feature_cache")
-    if line:
-        click.echo(line)
+    roots = {experiment_dir / "feature_cache"}
+    for config_path in sorted((experiment_dir / "trials").glob("*/config.yaml"))[:1]:
+        try:
+            from cbl.config import load_config
+
+            chosen = load_config(config_path).train.feature_cache_dir
+        except CblError:
+            continue
+        if chosen:
+            roots.add(Path(chosen))
+    for root in sorted(roots):
+        line = format_cache_line(root)
+        if line:
+            click.echo(line)
 
 
 @cli.command("best")
@@ -302,7 +313,7 @@ def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, 
               help="JSON file for the numbers (default: cbl_runs/bench-<time>.json).")
 @click.option("--only", default=None, metavar="NAME,...",
               help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, "
-                   "search_efficiency, eval_throughput, memory, feature_cache.")
+                   "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep.")
 @click.option("--size", "size_name", type=click.Choice(["tiny", "quick", "full"]), default=None, hidden=True)
 def bench_command(quick: bool, out: Path | None, only: str | None, size_name: str | None) -> None:
     """Benchmark the framework's overheads side by side (issue #7): one table of ratios and targets, plus JSON.

@@ -20,6 +20,8 @@ from cbl.errors import ConfigError
 from cbl.yamlio import LineMap, atomic_write_text, dump_yaml, load_yaml
 
 __all__ = [
+    "PATH_KEYS",
+    "absolute_paths",
     "CORPORA",
     "POOLINGS",
     "LOSS_TYPES",
@@ -385,6 +387,33 @@ def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
         check_key(key, "--set: ")
         out[key] = value
     return out
+
+
+# keys holding a filesystem path (model.ssl only when it is written as one: ./dir, ../dir, ~/dir)
+PATH_KEYS = ("data.root", "data.train_protocol", "data.dev_protocol", "data.eval_protocol", "train.feature_cache_dir")
+
+
+def absolute_paths(config: ExperimentConfig, base_dir: str | os.PathLike[str]) -> ExperimentConfig:
+    """Relative path values made absolute against ``base_dir`` (the folder the command ran in).
+
+    A sweep's trials run in their own folders (Ray changes the working directory),
+    on any node: a path relative to where the user typed the command must not
+    change meaning there.
+    """
+    new = copy_config(config)
+    ssl = config.model.ssl
+    # model.ssl is a hub name unless written as a path or naming a folder that exists here (as load_wav2vec2 reads it)
+    ssl_is_path = ssl.startswith(("./", "../", "~", os.sep)) or ssl.count("/") > 1 \
+        or (bool(ssl) and os.path.isdir(os.path.join(base_dir, ssl)))
+    keys = list(PATH_KEYS) + (["model.ssl"] if ssl_is_path else [])
+    for key in keys:
+        section, name = key.split(".", 1)
+        value = getattr(getattr(new, section), name)
+        if value and not os.path.isabs(os.path.expanduser(value)):
+            setattr(getattr(new, section), name, os.path.normpath(os.path.join(base_dir, value)))
+        elif value:
+            setattr(getattr(new, section), name, os.path.expanduser(value))
+    return new
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> ExperimentConfig:

@@ -25,31 +25,40 @@ sequence to store).
 
 Layout: ``<cache root>/<split>-<key>/`` with ``features.npy`` (all utterances'
 frames concatenated, float32), ``index.npy`` (offset, frames, samples per
-utterance) and ``meta.json``. An entry is built in a temporary folder and renamed
-into place; one writer builds while other trials wait on a lock file and then
-read it, so several trials of a sweep share one copy (also across nodes when the
-root is on a shared filesystem whose locks work).
+utterance) and ``meta.json``. An entry is built in a temporary folder, synced to
+disk and renamed into place, so a reader never sees half of one; one writer builds
+while other trials wait on a lock file and then read it, so several trials of a
+sweep share one copy (also across nodes on a shared filesystem whose locks reach
+every node; where they do not, two nodes may build the same entry, and the second
+rename defers to the first). Disk blocks are reserved before writing: a full disk
+is an ``OSError`` naming the file, not a crash. The key also holds the precision
+(bf16 autocast on CUDA or float32) and, for dev, the batch size, which decides the
+padding a group-norm front-end sees.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
+import socket
 import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from cbl.config import ExperimentConfig
-from cbl.errors import ConfigError
+from cbl.errors import CblError, ConfigError
 
 __all__ = ["CachedSplit", "FeatureDataset", "cache_root", "check_cache_config", "collate_features",
            "describe_cache", "format_cache_line", "frontend_fingerprint", "open_or_build"]
@@ -83,7 +92,7 @@ def frontend_fingerprint(frontend: torch.nn.Module) -> str:
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(frontend.ssl.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -99,10 +108,13 @@ def _records_digest(records: Sequence[Any]) -> str:
     return digest.hexdigest()
 
 
-def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerprint: str) -> dict[str, Any]:
+def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerprint: str,
+         device: torch.device) -> dict[str, Any]:
     """Everything the cached values depend on (``meta.json`` keeps it readable)."""
     data, model = config.data, config.model
+    bf16 = device.type == "cuda" and config.train.bf16
     key: dict[str, Any] = {
+        "precision": "bf16-autocast" if bf16 else "float32",
         "version": CACHE_VERSION,
         "split": split,
         "frontend": fingerprint,
@@ -116,7 +128,9 @@ def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerpri
     if split == "train":
         key.update(crop="fixed", max_len=data.max_len, seed=config.train.seed)
     else:
-        key.update(crop=data.eval_mode, eval_window=data.eval_window if data.eval_mode == "window" else None)
+        # the batches (eval_batch_size, by length) decide the padding a group-norm front-end sees
+        key.update(crop=data.eval_mode, eval_window=data.eval_window if data.eval_mode == "window" else None,
+                   batch=config.train.eval_batch_size)
     return key
 
 
@@ -185,32 +199,65 @@ def collate_features(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def open_or_build(root: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
                   device: torch.device, fingerprint: str) -> CachedSplit:
     """The cache entry for ``split``'s records: opened when present, else built (by one process at a time)."""
-    key = _key(split, records, config, fingerprint)
+    key = _key(split, records, config, fingerprint, device)
     name = f"{split}-{hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()}"
     final = root / name
     if (final / "meta.json").is_file():
         return CachedSplit.open(final)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f"{name}.lock", "a+") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # another trial building it: wait, then read its result
+    with _entry_lock(root / f"{name}.lock"):  # another trial building it: wait, then read its result
+        if (final / "meta.json").is_file():
+            return CachedSplit.open(final)
+        for stale in root.glob(f".{name}.tmp-*"):  # left by a builder that died holding this lock
+            shutil.rmtree(stale, ignore_errors=True)
+        started = time.monotonic()
+        tmp = root / f".{name}.tmp-{socket.gethostname()}-{os.getpid()}"
+        tmp.mkdir()
         try:
-            if (final / "meta.json").is_file():
-                return CachedSplit.open(final)
-            started = time.monotonic()
-            tmp = root / f".{name}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir()
+            _build(tmp, split, records, config, model, device, key)
+            _fsync_path(tmp)
             try:
-                _build(tmp, split, records, config, model, device, key)
                 os.replace(tmp, final)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            cached = CachedSplit.open(final, built_seconds=time.monotonic() - started)
-            logger.info("feature cache: built %s (%d utterances, %.1f MB) in %.1f s", final, len(records),
-                        cached.nbytes / 1e6, cached.built_seconds)
-            return cached
+            except OSError as exc:  # another node won the race (its locks did not reach ours)
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (final / "meta.json").is_file():
+                    raise
+            _fsync_path(root)
         finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+            shutil.rmtree(tmp, ignore_errors=True)
+        cached = CachedSplit.open(final, built_seconds=time.monotonic() - started)
+        logger.info("feature cache: built %s (%d utterances, %.1f MB) in %.1f s", final, len(records),
+                    cached.nbytes / 1e6, cached.built_seconds)
+        return cached
+
+
+@contextmanager
+def _entry_lock(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path``, waited for; where the filesystem has no locks, a warning and no lock."""
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            logger.warning("feature cache: %s: the filesystem has no file locks (%s); trials may build the same "
+                           "entry twice (the results are the same)", path.parent, exc.strerror)
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's files and the folder itself, to disk (a rename after it is then durable)."""
+    targets = [*path.iterdir(), path] if path.is_dir() else [path]
+    for target in targets:
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig):
@@ -235,8 +282,7 @@ def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentC
     frames = frontend.ssl._get_feat_extract_output_lengths(torch.tensor(lengths, dtype=torch.long)).tolist()
     offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64) if frames else np.zeros(0, np.int64)
     inner = ((frontend.num_hidden_states,) if frontend.stores_all_layers else ()) + (frontend.hidden_size,)
-    features = np.lib.format.open_memmap(folder / "features.npy", mode="w+", dtype=np.float32,
-                                         shape=(int(sum(frames)), *inner))
+    features = _allocated_memmap(folder / "features.npy", (int(sum(frames)), *inner))
     loader = DataLoader(dataset, batch_sampler=LengthBucketSampler(lengths, config.train.eval_batch_size),
                         collate_fn=collate, num_workers=max(0, config.data.num_workers))
     was_training = model.training
@@ -249,9 +295,10 @@ def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentC
             states = states.float().cpu().numpy()
             for row, i in enumerate(batch["index"].tolist()):
                 n = frames[i]
-                if frame_mask is not None and int(frame_mask[row].sum()) != n:
-                    raise RuntimeError(f"feature cache: utterance {records[i].utt_id} gave "
-                                       f"{int(frame_mask[row].sum())} frames, expected {n}")
+                got = int(frame_mask[row].sum()) if frame_mask is not None else states.shape[1]
+                if got != n:
+                    raise CblError(f"feature cache: {records[i].path} gave {got} frames, expected {n} from its "
+                                   "header length; the cache cannot store it (train without train.feature_cache)")
                 features[offsets[i] : offsets[i] + n] = states[row, :n]
     model.train(was_training)
     features.flush()
@@ -261,6 +308,25 @@ def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentC
     meta = {**key, "utterances": len(records), "frames": int(sum(frames)), "shape": [int(sum(frames)), *inner],
             "bytes": int(sum(frames)) * int(np.prod(inner)) * 4, "created": time.time()}
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _allocated_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A writable float32 ``.npy`` memmap whose disk blocks are reserved first.
+
+    A memmap over a sparse file would claim blocks as pages are written, and a
+    full disk would then kill the process with SIGBUS; reserving them up front
+    turns that into an OSError (ENOSPC) naming the file, before any work.
+    """
+    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        del features
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+    return features
 
 
 def describe_cache(root: Path) -> list[dict[str, Any]]:

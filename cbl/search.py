@@ -63,6 +63,8 @@ class SweepSettings:
     set_options: list[str]
     experiment_dir: str
     num_samples: int
+    base_dir: str = ""  # where the command ran: relative paths in the config are relative to it
+
 
     def space(self) -> SearchSpace:
         spec = parse_search_space(self.space_data, source=self.space_source, demo=self.demo)
@@ -88,6 +90,10 @@ class SweepSettings:
             from cbl.config import parse_set_options
 
             config = apply_overrides(config, parse_set_options(self.set_options), source="--set", from_string=True)
+        if self.base_dir:
+            from cbl.config import absolute_paths
+
+            config = absolute_paths(config, self.base_dir)
         return config
 
 
@@ -107,7 +113,7 @@ def prepare_sweep(space_path: Path, *, demo: bool, set_options: list[str], stora
         spec.num_samples = num_samples
     settings = SweepSettings(space_data=data, space_source=str(space_path), demo=demo,
                              set_options=list(set_options), experiment_dir=str(storage / spec.name),
-                             num_samples=spec.num_samples)
+                             num_samples=spec.num_samples, base_dir=os.getcwd())
     # every trial's config must resolve: check the fixed part and one point of each value now
     from cbl.feature_cache import check_cache_config
 
@@ -294,6 +300,7 @@ def _build_tuner(settings: SweepSettings, spec: SearchSpace):
         num_samples=total if spec.algorithm == "grid" else spec.num_samples,
         max_concurrent_trials=spec.max_concurrent or None,
         trial_dirname_creator=_trial_dirname,
+        reuse_actors=True,
     )
     run_config = tune.RunConfig(
         name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=0,
@@ -371,10 +378,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def suggest(self, trial_id: str) -> dict | None:
         """Optuna's suggestion, but never a configuration that already ran to the end.
 
-        Trials are deterministic for a configuration (seeded data order, init and
-        augmentation), so training one again would reproduce its result exactly:
-        Optuna is told that result at once and asked again. Categorical spaces
-        (pooling x K x loss type) are where TPE repeats itself most.
+        A configuration's trial is seeded (data order, init, augmentation), so
+        training it again would reproduce its result (exactly on CPU, up to
+        nondeterministic GPU kernels on a GPU): Optuna is told that result at once
+        and asked again. Categorical spaces (pooling x K x loss type) are where TPE
+        repeats itself most. Each answered repeat is one more trial in the study
+        (it also counts toward TPE's random start-up trials).
         """
         params = super().suggest(trial_id)
         for _ in range(self.MAX_REDRAWS):

@@ -69,10 +69,12 @@ def test_tiny_bench_prints_one_table_and_writes_json(tmp_path):
 @pytest.mark.slow
 def test_tiny_bench_ray_trial_and_memory(ray_session, tmp_path):
     out = tmp_path / "bench.json"
-    result = run("bench", "--size", "tiny", "--only", "ray_trial,memory", "--out", str(out))
+    result = run("bench", "--size", "tiny", "--only", "ray_trial,memory,feature_cache_sweep", "--out", str(out))
     assert result.exit_code == 0, result.output
-    rows = check_result(out, result.output, ["ray_trial", "memory"])
-    assert [row["id"] for row in rows] == ["2", "7a", "7b"]
+    rows = check_result(out, result.output, ["ray_trial", "memory", "feature_cache_sweep"])
+    assert [row["id"] for row in rows] == ["2", "7a", "7b", "8.ray", "8.train"]
+    train = next(row for row in rows if row["id"] == "8.train")
+    assert train["a"] < train["b"]  # the cached sweep spent less time training than the one reading audio
 
 
 @pytest.mark.parametrize("args, message", [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,27 @@ def test_overrides_do_not_mutate_the_input():
     base = ExperimentConfig()
     apply_overrides(base, {"loss.alpha": 3.0})
     assert base.loss.alpha == 1.0
+
+
+def test_absolute_paths_resolves_relative_path_keys_only():
+    from cbl.config import absolute_paths, apply_overrides
+
+    config = apply_overrides(ExperimentConfig(), {"data.root": "data/LA", "data.dev_protocol": "/abs/dev.txt",
+                                                  "train.feature_cache_dir": "~/cache", "model.ssl": "./my_xlsr"})
+    out = absolute_paths(config, "/work/here")
+    assert out.data.root == "/work/here/data/LA" and out.data.dev_protocol == "/abs/dev.txt"
+    assert out.train.feature_cache_dir == os.path.expanduser("~/cache") and out.model.ssl == "/work/here/my_xlsr"
+    assert out.data.train_protocol == ""  # empty stays empty
+    hub = absolute_paths(apply_overrides(ExperimentConfig(), {"model.ssl": "facebook/wav2vec2-base"}), "/x")
+    assert hub.model.ssl == "facebook/wav2vec2-base"  # a hub name is not a path
+    assert config.data.root == "data/LA"  # a copy: the input is untouched
+    deep = absolute_paths(apply_overrides(ExperimentConfig(), {"model.ssl": "models/xlsr/300m"}), "/x")
+    assert deep.model.ssl == "/x/models/xlsr/300m"  # two slashes: a local path, as load_wav2vec2 reads it
+
+
+def test_a_one_slash_model_folder_that_exists_is_a_path(tmp_path):
+    from cbl.config import absolute_paths, apply_overrides
+
+    (tmp_path / "models" / "xlsr").mkdir(parents=True)
+    config = apply_overrides(ExperimentConfig(), {"model.ssl": "models/xlsr"})
+    assert absolute_paths(config, str(tmp_path)).model.ssl == str(tmp_path / "models" / "xlsr")

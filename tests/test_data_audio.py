@@ -164,3 +164,13 @@ def test_pad_batch_mask() -> None:
     assert mask.sum(dim=1).tolist() == [3, 5, 1]
     assert audio[0, 3:].abs().sum() == 0 and audio[2, 1:].abs().sum() == 0
     assert torch.equal(audio != 0, mask.bool())
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_header_length_is_exactly_the_loaded_length(tmp_path: Path, rate: int) -> None:
+    """audio_frames predicts load_audio's length (evaluation buckets, the feature cache's frame counts)."""
+    rng = np.random.default_rng(rate)
+    for n in [44318, *rng.integers(rate // 10, 3 * rate, size=12).tolist()]:
+        path = tmp_path / f"{rate}-{n}.flac"
+        sf.write(path, (0.1 * rng.standard_normal(n)).astype(np.float32), rate)
+        assert audio_frames(path, 16000) == load_audio(path, 16000).shape[0], (rate, n)

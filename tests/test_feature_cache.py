@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
+import shutil
 import json
 import re
 import threading
@@ -219,3 +222,95 @@ def test_train_reports_the_cache_size(tmp_path):
                                                                        "train.epochs=1")), "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     assert re.search(rf"feature cache {re.escape(str(tmp_path / 'r' / 'feature_cache'))}: dev \d+\.\d MB", result.output)
+
+
+def test_relative_paths_in_a_sweep_mean_where_the_command_ran(ray_session, tmp_path, monkeypatch):
+    """Ray runs each trial in its own folder: `--set train.feature_cache_dir=shared` must still be ./shared."""
+    from cbl.sweep_store import read_trials
+
+    space = tmp_path / "heads.yaml"
+    space.write_text(HEAD_SWEEP.replace("loss.type: {grid: [cluster_only, ce_only]}", "loss.type: {grid: [ce_only]}"))
+    monkeypatch.chdir(tmp_path)
+    sets = [*TINY, "data.demo_seconds=1.0", "train.epochs=1", "train.feature_cache_dir=shared"]
+    result = CliRunner().invoke(cli, ["run", "heads.yaml", "--demo", "--storage", "runs", "--no-final-eval",
+                                      *as_set_args(sets)])
+    assert result.exit_code == 0, result.output
+    trials = read_trials(tmp_path / "runs" / "heads")
+    assert len(trials) == 2 and {t.state for t in trials} == {"finished"}
+    assert [e.split("-")[0] for e in _entries(tmp_path / "shared")] == ["dev", "train"]
+    assert not list((tmp_path / "runs").rglob("feature_cache")) and not list((tmp_path / "runs").rglob("shared"))
+    saved = (trials[0].path / "config.yaml").read_text()
+    assert f"feature_cache_dir: {tmp_path / 'shared'}" in saved
+    status = CliRunner().invoke(cli, ["status", "runs/heads"])
+    assert f"feature cache {tmp_path / 'shared'}: dev " in status.output  # found through the trials' config
+
+
+@pytest.fixture
+def dev_setup():
+    config = head_config("train.feature_cache=true")
+    records = load_split(config.data, "dev")[:6]
+    model = build_model(config.model)
+    return config, records, model, frontend_fingerprint(model.frontend)
+
+
+def _build(root, setup):
+    config, records, model, fingerprint = setup
+    return open_or_build(root, "dev", records, config, model, torch.device("cpu"), fingerprint)
+
+
+def test_a_dead_builders_temporary_folder_is_removed(tmp_path, dev_setup):
+    name = _build(tmp_path, dev_setup).path.name
+    shutil.rmtree(tmp_path / name)
+    stale = tmp_path / f".{name}.tmp-othernode-4242"
+    stale.mkdir()
+    (stale / "features.npy").write_bytes(b"half")
+    assert _build(tmp_path, dev_setup).built_seconds > 0
+    assert not stale.exists() and _entries(tmp_path) == [name]
+
+
+def test_a_full_disk_while_building_is_an_oserror_naming_the_file(tmp_path, dev_setup, monkeypatch):
+    """Disk blocks are reserved before the memmap is written: ENOSPC, not a SIGBUS, and nothing left behind."""
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(OSError, match=r"features\.npy") as raised:
+        _build(tmp_path, dev_setup)
+    assert raised.value.errno == errno.ENOSPC
+    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_filesystem_without_locks_still_builds(tmp_path, dev_setup, monkeypatch, caplog):
+    import fcntl
+
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    caplog.set_level("WARNING")
+    assert _build(tmp_path, dev_setup).built_seconds > 0
+    assert "has no file locks" in caplog.text
+
+
+def test_losing_the_rename_race_to_another_node_reads_its_entry(tmp_path, dev_setup, monkeypatch):
+    import cbl.feature_cache as fc
+
+    real_replace = os.replace
+
+    def other_node_first(src, dst):
+        shutil.copytree(src, dst)  # the other node's identical entry lands first
+        real_replace(src, dst)  # -> ENOTEMPTY, as on a shared filesystem
+
+    monkeypatch.setattr(fc.os, "replace", other_node_first)
+    cached = _build(tmp_path, dev_setup)
+    assert (cached.path / "meta.json").is_file() and _entries(tmp_path) == [cached.path.name]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_the_key_holds_precision_and_the_dev_batch_size(dev_setup):
+    from cbl.feature_cache import _key
+
+    config, records, _, fingerprint = dev_setup
+    cpu = _key("dev", records, config, fingerprint, torch.device("cpu"))
+    assert cpu["precision"] == "float32" and cpu["batch"] == config.train.eval_batch_size
+    assert _key("dev", records, config, fingerprint, torch.device("cuda"))["precision"] == "bf16-autocast"

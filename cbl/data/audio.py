@@ -89,7 +89,8 @@ def audio_frames(path: str | os.PathLike[str], sample_rate: int = 16000) -> int:
         return 0
     if info.samplerate <= 0:
         return 0
-    return int(round(info.frames * sample_rate / info.samplerate))
+    # exactly the length load_audio returns: torchaudio's resampler rounds up (ceil(n * new / orig))
+    return -(-int(info.frames) * int(sample_rate) // int(info.samplerate))
 
 
 def _tile(x: np.ndarray, length: int) -> np.ndarray:
