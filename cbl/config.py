@@ -75,6 +75,9 @@ class DataConfig:
     # offset per utterance for the whole run; what train.feature_cache needs)
     train_crop: str = "random"
     rawboost_algo: int = 0  # 0 none, 1..8 as in the RawBoost paper (training only)
+    # 0: fresh RawBoost draws every epoch; N >= 1: N fixed augmented copies of each item, epoch e using copy
+    # e mod N (what lets train.feature_cache serve RawBoost: each copy's features are computed once)
+    augment_copies: int = 0
     balanced_sampling: bool = False  # draw bonafide and spoof equally often per batch
     skip_missing: bool = False  # skip (and count) protocol entries whose audio is missing
     # DataLoader worker processes; -1 = auto: on a GPU the run's CPUs minus one (at most 8), so decoding and
@@ -183,6 +186,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.eval_window": (1, None, True),
     "data.eval_max_len": (1000, None, True),
     "data.rawboost_algo": (0, 8, True),
+    "data.augment_copies": (0, None, True),
     "data.num_workers": (-1, None, True),
     "data.max_train_utterances": (0, None, True),
     "data.demo_utterances": (20, None, True),

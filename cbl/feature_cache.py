@@ -18,8 +18,9 @@ uncached run with the same config and seed:
   utterance or the window of ``data.eval_mode``.
 
 Hence the rules: the cache needs ``data.train_crop: fixed`` (a random crop would
-need every epoch's crop) and ``data.rawboost_algo: 0`` (augmentation acts on raw
-audio, before the front-end); a dev split with utterances longer than
+need every epoch's crop), and RawBoost only as a fixed set of augmented copies
+(``data.augment_copies: N``: epoch e trains on copy e mod N, each copy one train
+entry, built when an epoch first needs it); a dev split with utterances longer than
 ``data.eval_max_len`` is scored from audio (chunked scoring has no single state
 sequence to store).
 
@@ -61,7 +62,7 @@ from cbl.config import ExperimentConfig
 from cbl.errors import CblError, ConfigError
 
 __all__ = ["CachedSplit", "FeatureDataset", "cache_root", "check_cache_config", "collate_features",
-           "describe_cache", "format_cache_line", "frontend_fingerprint", "open_or_build"]
+           "describe_cache", "format_cache_line", "frontend_fingerprint", "open_or_build", "train_copy"]
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -82,9 +83,10 @@ def check_cache_config(config: ExperimentConfig) -> None:
     if config.data.train_crop != "fixed":
         raise ConfigError("key 'train.feature_cache' needs data.train_crop=fixed: features are computed once per "
                           "utterance, so every epoch must see the same crop")
-    if config.data.rawboost_algo:
-        raise ConfigError("key 'train.feature_cache' needs data.rawboost_algo=0: RawBoost acts on raw audio every "
-                          "epoch, before the front-end the cache replaces")
+    if config.data.rawboost_algo and not config.data.augment_copies:
+        raise ConfigError("key 'train.feature_cache' with RawBoost needs data.augment_copies >= 1 (a fixed set of "
+                          "augmented copies, each cached once) or data.rawboost_algo=0: fresh RawBoost draws every "
+                          "epoch act on raw audio, before the front-end the cache replaces")
 
 
 def frontend_fingerprint(frontend: torch.nn.Module) -> str:
@@ -108,8 +110,14 @@ def _records_digest(records: Sequence[Any]) -> str:
     return digest.hexdigest()
 
 
+def train_copy(config: ExperimentConfig, epoch: int) -> int:
+    """Which augmented copy of the training items an epoch reads (0 without RawBoost copies)."""
+    copies = config.data.augment_copies if config.data.rawboost_algo else 0
+    return epoch % copies if copies else 0
+
+
 def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerprint: str,
-         device: torch.device) -> dict[str, Any]:
+         device: torch.device, copy: int = 0) -> dict[str, Any]:
     """Everything the cached values depend on (``meta.json`` keeps it readable)."""
     data, model = config.data, config.model
     bf16 = device.type == "cuda" and config.train.bf16
@@ -126,7 +134,9 @@ def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerpri
         "num_records": len(records),
     }
     if split == "train":
-        key.update(crop="fixed", max_len=data.max_len, seed=config.train.seed)
+        augmented = bool(data.rawboost_algo and data.augment_copies)
+        key.update(crop="fixed", max_len=data.max_len, seed=config.train.seed,
+                   rawboost=data.rawboost_algo if augmented else 0, copy=copy if augmented else 0)
     else:
         # the batches (eval_batch_size, by length) decide the padding a group-norm front-end sees
         key.update(crop=data.eval_mode, eval_window=data.eval_window if data.eval_mode == "window" else None,
@@ -197,9 +207,10 @@ def collate_features(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def open_or_build(root: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
-                  device: torch.device, fingerprint: str) -> CachedSplit:
-    """The cache entry for ``split``'s records: opened when present, else built (by one process at a time)."""
-    key = _key(split, records, config, fingerprint, device)
+                  device: torch.device, fingerprint: str, copy: int = 0) -> CachedSplit:
+    """The cache entry for ``split``'s records (``copy``: which augmented copy of train): opened when present,
+    else built (by one process at a time)."""
+    key = _key(split, records, config, fingerprint, device, copy)
     name = f"{split}-{hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()}"
     final = root / name
     if (final / "meta.json").is_file():
@@ -214,7 +225,7 @@ def open_or_build(root: Path, split: str, records: Sequence[Any], config: Experi
         tmp = root / f".{name}.tmp-{socket.gethostname()}-{os.getpid()}"
         tmp.mkdir()
         try:
-            _build(tmp, split, records, config, model, device, key)
+            _build(tmp, split, records, config, model, device, key, copy)
             _fsync_path(tmp)
             try:
                 os.replace(tmp, final)
@@ -260,17 +271,20 @@ def _fsync_path(path: Path) -> None:
             os.close(fd)
 
 
-def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig):
+def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig, copy: int = 0):
     from cbl.data import EvalDataset, TrainDataset
 
     if split == "train":
-        return TrainDataset(records, config.data, config.train.seed, augment=False), [config.data.max_len] * len(records)
+        dataset = TrainDataset(records, config.data, config.train.seed,
+                               augment=bool(config.data.rawboost_algo and config.data.augment_copies))
+        dataset.set_epoch(copy)  # epoch `copy` reads augmented copy `copy`
+        return dataset, [config.data.max_len] * len(records)
     dataset = EvalDataset(records, config.data)
     return dataset, dataset.lengths()
 
 
 def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
-           device: torch.device, key: dict[str, Any]) -> None:
+           device: torch.device, key: dict[str, Any], copy: int = 0) -> None:
     """Run the front-end over every item once and write the entry's three files into ``folder``."""
     from torch.utils.data import DataLoader
 
@@ -278,7 +292,7 @@ def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentC
     from cbl.train import autocast_for
 
     frontend = model.frontend
-    dataset, lengths = _audio_dataset(split, records, config)
+    dataset, lengths = _audio_dataset(split, records, config, copy)
     frames = frontend.ssl._get_feat_extract_output_lengths(torch.tensor(lengths, dtype=torch.long)).tolist()
     offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64) if frames else np.zeros(0, np.int64)
     inner = ((frontend.num_hidden_states,) if frontend.stores_all_layers else ()) + (frontend.hidden_size,)

@@ -303,7 +303,7 @@ def fit(
         # ---- train
         loader = make_train_loader(train_records, config.data, batch_size=config.train.batch_size,
                                    seed=config.train.seed, epoch=epoch, pin_memory=pin,
-                                   **(cache.train_items() if cache is not None else {}))
+                                   **(cache.train_items(epoch) if cache is not None else {}))
         batches = len(loader) if not config.train.max_steps_per_epoch else min(len(loader), config.train.max_steps_per_epoch)
         steps_per_epoch = max(1, math.ceil(batches / accum))
         model.train()
@@ -417,7 +417,8 @@ def _init_loader(train_records, config: ExperimentConfig, cache: "_FeatureSource
     """The initial center pass's loader: a capped, seeded sample of bonafide training utterances.
 
     Full utterances; with ``data.train_crop: fixed`` the training crops themselves
-    (what every epoch then trains on, and what the feature cache holds).
+    (what every epoch then trains on, and what the feature cache holds), with
+    RawBoost copies copy 0 of them.
     """
     from torch.utils.data import DataLoader, Subset
 
@@ -429,9 +430,11 @@ def _init_loader(train_records, config: ExperimentConfig, cache: "_FeatureSource
     if config.data.train_crop == "random":
         return make_eval_loader([train_records[i] for i in chosen], config.data, batch_size=config.train.eval_batch_size)
     if cache is not None:
-        dataset, collate_fn = cache.train_items()["dataset"], cache.train_items()["collate_fn"]
+        items = cache.train_items(epoch=0)
+        dataset, collate_fn = items["dataset"], items["collate_fn"]
     else:
-        dataset, collate_fn = TrainDataset(train_records, config.data, config.train.seed, augment=False), collate
+        augment = bool(config.data.rawboost_algo and config.data.augment_copies)
+        dataset, collate_fn = TrainDataset(train_records, config.data, config.train.seed, augment=augment), collate
     return DataLoader(Subset(dataset, chosen), batch_sampler=LengthBucketSampler([0] * len(chosen), config.train.eval_batch_size),
                       collate_fn=collate_fn)
 
@@ -444,10 +447,11 @@ class _FeatureSource:
         from cbl.feature_cache import cache_root, frontend_fingerprint, open_or_build
 
         root = cache_root(config, run_dir)
-        self.config = config
-        fingerprint = frontend_fingerprint(model.frontend)
-        self.train = open_or_build(root, "train", train_records, config, model, device, fingerprint)
+        self.config, self.root, self.model, self.device = config, root, model, device
+        self.fingerprint = fingerprint = frontend_fingerprint(model.frontend)
         self.train_records, self.dev_records = train_records, dev_records
+        self.train_copies: dict[int, Any] = {}  # augmented copy -> its entry, built when an epoch first needs it
+        self.train = self._train_entry(0)
         self.dev = None
         longest = max((n for n in _dev_lengths(dev_records, config)), default=0)
         if config.data.eval_mode == "full" and longest > config.data.eval_max_len:
@@ -458,10 +462,20 @@ class _FeatureSource:
         sizes = ", ".join(f"{c.path.name} {c.nbytes / 1e6:.1f} MB" for c in (self.train, self.dev) if c is not None)
         logger.info("feature cache at %s: %s", root, sizes)
 
-    def train_items(self) -> dict[str, Any]:
-        from cbl.feature_cache import FeatureDataset, collate_features
+    def _train_entry(self, copy: int):
+        from cbl.feature_cache import open_or_build
 
-        return {"dataset": FeatureDataset(self.train_records, self.train), "collate_fn": collate_features}
+        if copy not in self.train_copies:
+            self.train_copies[copy] = open_or_build(self.root, "train", self.train_records, self.config, self.model,
+                                                    self.device, self.fingerprint, copy)
+        return self.train_copies[copy]
+
+    def train_items(self, epoch: int) -> dict[str, Any]:
+        """The ``dataset``/``collate_fn`` of an epoch: the cached copy of the training items it reads."""
+        from cbl.feature_cache import FeatureDataset, collate_features, train_copy
+
+        entry = self._train_entry(train_copy(self.config, epoch))
+        return {"dataset": FeatureDataset(self.train_records, entry), "collate_fn": collate_features}
 
     def dev_loader(self, pin: bool):
         from cbl.data import make_eval_loader

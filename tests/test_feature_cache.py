@@ -314,3 +314,35 @@ def test_the_key_holds_precision_and_the_dev_batch_size(dev_setup):
     cpu = _key("dev", records, config, fingerprint, torch.device("cpu"))
     assert cpu["precision"] == "float32" and cpu["batch"] == config.train.eval_batch_size
     assert _key("dev", records, config, fingerprint, torch.device("cuda"))["precision"] == "bf16-autocast"
+
+
+def test_rawboost_copies_give_the_same_run_as_audio(tmp_path):
+    """data.augment_copies=2: epochs 1 and 3 train on copy 0, epoch 2 on copy 1; two train entries, same results."""
+    sets = ("data.rawboost_algo=2", "data.augment_copies=2", "train.epochs=3")
+    fit(head_config(*sets), None, tmp_path / "plain")
+    fit(head_config(*sets, "train.feature_cache=true"), None, tmp_path / "cached")
+    assert [m["dev_eer"] for m in read_history(tmp_path / "cached")] == pytest.approx(
+        [m["dev_eer"] for m in read_history(tmp_path / "plain")], abs=1e-9)
+    a, _ = load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")
+    b, _ = load_checkpoint(tmp_path / "cached" / "checkpoints" / "last.pt")
+    for name, tensor in a["model"].items():
+        torch.testing.assert_close(b["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+    metas = [json.loads(p.read_text()) for p in (tmp_path / "cached" / "feature_cache").glob("train-*/meta.json")]
+    assert sorted((m["rawboost"], m["copy"]) for m in metas) == [(2, 0), (2, 1)]
+
+
+def test_augment_copies_repeat_every_n_epochs():
+    config = head_config("data.rawboost_algo=2", "data.augment_copies=2")
+    records = load_split(config.data, "train")[:3]
+    dataset = TrainDataset(records, config.data, seed=0)
+    by_epoch = []
+    for epoch in range(3):
+        dataset.set_epoch(epoch)
+        by_epoch.append(dataset[1]["audio"])
+    assert torch.equal(by_epoch[0], by_epoch[2]) and not torch.equal(by_epoch[0], by_epoch[1])
+    fresh = TrainDataset(records, DataConfig(**{**config.data.__dict__, "augment_copies": 0}), seed=0)
+    draws = []
+    for epoch in (0, 2):
+        fresh.set_epoch(epoch)
+        draws.append(fresh[1]["audio"])
+    assert not torch.equal(draws[0], draws[1])  # without copies every epoch draws anew

@@ -32,6 +32,7 @@ __all__ = [
     "LengthBucketSampler",
     "seed_worker",
     "fixed_crop_rng",
+    "augment_copy_rng",
 ]
 
 Item = dict[str, Any]
@@ -48,8 +49,10 @@ class TrainDataset(Dataset[Item]):
     Item: ``audio (max_len,) float32 tensor``, ``label int``, ``utt_id``, ``attack``, ``index``.
     Call :meth:`set_epoch` before each epoch so crops and augmentation change. With
     ``data.train_crop == "fixed"`` the crop offset depends on ``(seed, index)`` only,
-    the same every epoch (the frozen-feature cache computes each crop once);
-    ``augment=False`` leaves RawBoost out (the initial center pass).
+    the same every epoch (the frozen-feature cache computes each crop once); with
+    ``data.augment_copies == N`` RawBoost draws from copy ``epoch mod N`` of the
+    item, so there are N augmented versions in all. ``augment=False`` leaves
+    RawBoost out.
     """
 
     def __init__(self, records: Sequence[Record], data: DataConfig, seed: int, *, augment: bool = True) -> None:
@@ -71,8 +74,15 @@ class TrainDataset(Dataset[Item]):
         crop_rng = rng if self.data.train_crop == "random" else fixed_crop_rng(self.seed, index)
         audio = crop_or_tile(load_audio(record.path, self.data.sample_rate), self.data.max_len, crop_rng)
         if self.augment and self.data.rawboost_algo:
-            audio = apply_rawboost(audio, self.data.rawboost_algo, rng, self.data.sample_rate)
+            copies = self.data.augment_copies
+            augment_rng = rng if not copies else augment_copy_rng(self.seed, self.epoch % copies, index)
+            audio = apply_rawboost(audio, self.data.rawboost_algo, augment_rng, self.data.sample_rate)
         return _item(record, audio, index)
+
+
+def augment_copy_rng(seed: int, copy: int, index: int) -> np.random.Generator:
+    """The RawBoost generator of copy ``copy`` of an item under ``data.augment_copies``."""
+    return np.random.default_rng([int(seed) & 0xFFFFFFFF, 0xA06, int(copy), int(index) & 0xFFFFFFFF])
 
 
 def fixed_crop_rng(seed: int, index: int) -> np.random.Generator:
