@@ -354,6 +354,7 @@ def _model_throughput(ctx: BenchContext, model_name: str) -> float:
     from cbl.data import load_split, make_train_loader
     from cbl.losses import compute_loss
     from cbl.model import build_model, param_groups
+    from cbl.train import autocast_for
 
     config = demo_config(ctx, model_name, **{"loss.type": "ce_only"})
     torch.set_num_threads(ctx.threads)
@@ -367,7 +368,7 @@ def _model_throughput(ctx: BenchContext, model_name: str) -> float:
 
     def step(batch) -> None:
         audio, labels = batch["audio"].to(device), batch["label"].to(device)
-        with _autocast(device):
+        with autocast_for(config, device):
             out = model(audio, None)
         compute_loss(out, labels, None, config.loss, weights).total.backward()
         optimizer.step()
@@ -380,14 +381,6 @@ def _model_throughput(ctx: BenchContext, model_name: str) -> float:
         step(batch)
     _sync(device)
     return sum(b["label"].numel() for b in batches) / (time.perf_counter() - started)
-
-
-def _autocast(device):
-    import contextlib
-
-    import torch
-
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _sync(device) -> None:
@@ -688,6 +681,7 @@ def _score_throughput(ctx: BenchContext, config, records, *, bucketed: bool) -> 
 
     from cbl.data import EvalDataset, collate, make_eval_loader
     from cbl.model import build_model
+    from cbl.train import autocast_for
 
     torch.set_num_threads(ctx.threads)
     device = torch.device(ctx.device)
@@ -706,7 +700,7 @@ def _score_throughput(ctx: BenchContext, config, records, *, bucketed: bool) -> 
     with torch.no_grad():
         for batch in loader:
             mask = batch["attention_mask"]
-            with _autocast(device):
+            with autocast_for(config, device):
                 model(batch["audio"].to(device), None if mask is None else mask.to(device))
             count += batch["label"].numel()
     _sync(device)
