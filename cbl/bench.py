@@ -1,4 +1,4 @@
-"""``cbl-search bench``: the performance benchmark of issue #7, one table of side-by-side ratios.
+"""``cbl-search bench``: what the framework adds to the cost of training, as one table of side-by-side ratios.
 
 Every row compares two things measured in the same run on the same machine (a
 ratio of two noisy timings taken minutes apart says little), on the built-in demo

@@ -316,7 +316,7 @@ def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, 
                    "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep.")
 @click.option("--size", "size_name", type=click.Choice(["tiny", "quick", "full"]), default=None, hidden=True)
 def bench_command(quick: bool, out: Path | None, only: str | None, size_name: str | None) -> None:
-    """Benchmark the framework's overheads side by side (issue #7): one table of ratios and targets, plus JSON.
+    """Measure what the framework adds to training, side by side: one table of ratios and targets, plus JSON.
 
     Uses the demo corpus and the tiny model; with a GPU, also a wav2vec2-base-sized
     random-init model. A benchmark, not a test: the numbers depend on the machine it prints.
