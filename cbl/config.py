@@ -22,6 +22,7 @@ from cbl.yamlio import LineMap, atomic_write_text, dump_yaml, load_yaml
 __all__ = [
     "PATH_KEYS",
     "absolute_paths",
+    "looks_like_local_path",
     "CORPORA",
     "POOLINGS",
     "LOSS_TYPES",
@@ -397,6 +398,11 @@ def parse_set_options(items: typing.Iterable[str]) -> dict[str, str]:
 PATH_KEYS = ("data.root", "data.train_protocol", "data.dev_protocol", "data.eval_protocol", "train.feature_cache_dir")
 
 
+def looks_like_local_path(name: str) -> bool:
+    """``model.ssl`` written as a path (``./x``, ``~/x``, ``/x``, ``a/b/c``) rather than a hub name (``org/model``)."""
+    return name.startswith((".", "~", os.sep)) or name.count("/") > 1
+
+
 def absolute_paths(config: ExperimentConfig, base_dir: str | os.PathLike[str]) -> ExperimentConfig:
     """Relative path values made absolute against ``base_dir`` (the folder the command ran in).
 
@@ -406,9 +412,8 @@ def absolute_paths(config: ExperimentConfig, base_dir: str | os.PathLike[str]) -
     """
     new = copy_config(config)
     ssl = config.model.ssl
-    # model.ssl is a hub name unless written as a path or naming a folder that exists here (as load_wav2vec2 reads it)
-    ssl_is_path = ssl.startswith(("./", "../", "~", os.sep)) or ssl.count("/") > 1 \
-        or (bool(ssl) and os.path.isdir(os.path.join(base_dir, ssl)))
+    # model.ssl is a hub name unless written as a path or naming a folder that exists here
+    ssl_is_path = looks_like_local_path(ssl) or (bool(ssl) and os.path.isdir(os.path.join(base_dir, ssl)))
     keys = list(PATH_KEYS) + (["model.ssl"] if ssl_is_path else [])
     for key in keys:
         section, name = key.split(".", 1)

@@ -350,8 +350,6 @@ class GridSearcher(Searcher):
             self.__dict__.update(pickle.load(handle))
 
 
-
-
 class PrunedAwareOptunaSearch(OptunaSearch):
     """OptunaSearch that tells Optuna the truth about trials ASHA stopped early: PRUNED, with their per-epoch values.
 
@@ -401,11 +399,12 @@ class PrunedAwareOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         from cbl.asha import was_stopped
 
-        if error or trial_id in self._completed_trials or trial_id not in self._ot_trials \
-                or not was_stopped(self._experiment_dir, trial_id):
+        if error or trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            super().on_trial_complete(trial_id, result=result, error=error)
+            return
+        if not was_stopped(self._experiment_dir, trial_id):  # ran to the end: remember its result
             value = (result or {}).get(self.metric)
-            if not error and trial_id not in self._completed_trials and trial_id in self._ot_trials \
-                    and isinstance(value, (int, float)) and math.isfinite(value):
+            if isinstance(value, (int, float)) and math.isfinite(value):
                 self._finished[_config_key(self._ot_trials[trial_id].params)] = float(value)
             super().on_trial_complete(trial_id, result=result, error=error)
             return

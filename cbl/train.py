@@ -453,7 +453,7 @@ class _FeatureSource:
         self.train_copies: dict[int, Any] = {}  # augmented copy -> its entry, built when an epoch first needs it
         self.train = self._train_entry(0)
         self.dev = None
-        longest = max((n for n in _dev_lengths(dev_records, config)), default=0)
+        longest = max(_dev_lengths(dev_records, config), default=0)
         if config.data.eval_mode == "full" and longest > config.data.eval_max_len:
             logger.warning("feature cache: dev has utterances longer than data.eval_max_len (%d samples); "
                            "dev is scored from audio", config.data.eval_max_len)

@@ -136,8 +136,9 @@ def pad_batch(signals: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tenso
     if any(t.dim() != 1 for t in tensors):
         raise ValueError(f"pad_batch expects 1-D signals, got shapes {[tuple(t.shape) for t in tensors]}")
     longest = max(t.shape[0] for t in tensors)
-    audio = torch.zeros(len(tensors), longest, dtype=torch.float32)
-    mask = torch.zeros(len(tensors), longest, dtype=torch.long)
+    device = tensors[0].device  # tensors already on a GPU stay there
+    audio = torch.zeros(len(tensors), longest, dtype=torch.float32, device=device)
+    mask = torch.zeros(len(tensors), longest, dtype=torch.long, device=device)
     for row, t in enumerate(tensors):
         audio[row, : t.shape[0]] = t
         mask[row, : t.shape[0]] = 1

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cbl.config import ModelConfig, OptimConfig
+from cbl.data.audio import pad_batch
 from cbl.model.pooling import build_pooling
 from cbl.model.ssl import SSLFrontEnd
 
@@ -89,13 +90,8 @@ class SpoofDetector(nn.Module):
             chunk_emb, chunk_logits = [], []
             for start in range(0, len(parts), chunks_per_batch):
                 group = parts[start : start + chunks_per_batch]
-                longest = max(len(p) for p in group)
-                batch = audio.new_zeros((len(group), longest))
-                mask = torch.zeros((len(group), longest), dtype=torch.long, device=audio.device)
-                for i, part in enumerate(group):
-                    batch[i, : len(part)] = part
-                    mask[i, : len(part)] = 1
-                out = self(batch, None if all(len(p) == longest for p in group) else mask)
+                batch, mask = pad_batch(group)
+                out = self(batch, None if all(len(p) == len(group[0]) for p in group) else mask)
                 chunk_emb.append(out.embedding)
                 chunk_logits.append(out.logits)
             w = (weights / weights.sum()).unsqueeze(1)

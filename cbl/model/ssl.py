@@ -11,14 +11,13 @@ code runs, not how well anything detects spoofs.
 from __future__ import annotations
 
 import logging
-import os
 from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
-from cbl.config import LAYER_MODES
+from cbl.config import LAYER_MODES, looks_like_local_path
 from cbl.errors import CblError, ConfigError
 
 __all__ = ["TINY_NAME", "SSLFrontEnd", "load_wav2vec2", "tiny_wav2vec2_config"]
@@ -75,7 +74,7 @@ def load_wav2vec2(name_or_path: str) -> tuple[nn.Module, bool]:
             )
             _warned_random_init = True
         return Wav2Vec2Model(tiny_wav2vec2_config()), True
-    looks_like_path = name_or_path.startswith((".", "~", os.sep)) or name_or_path.count("/") > 1
+    looks_like_path = looks_like_local_path(name_or_path)
     if looks_like_path and not Path(name_or_path).expanduser().is_dir():
         raise CblError(f"model.ssl='{name_or_path}' looks like a local path, but there is no such folder")
     try:
