@@ -50,6 +50,7 @@ POOLINGS = ("mean", "max", "attention")
 LOSS_TYPES = ("cluster_only", "combined", "ce_only")
 CLUSTER_METHODS = ("kmeans", "online")
 LAYER_MODES = ("last", "index", "weighted")
+NORMALIZE_INPUT = ("auto", "true", "false")
 REPULSION_MODES = ("all", "nearest")
 COMBINED_SCORES = ("cluster", "ce", "sum")
 EVAL_MODES = ("full", "window")
@@ -100,6 +101,17 @@ class ModelConfig:
     freeze_ssl: bool = False  # freeze the whole front-end (no_grad; implies the feature encoder): head-only training
     pooling: str = "mean"  # frame pooling: mean, max, attention (attentive statistics)
     embedding_dim: int = 256  # L2-normalised embedding the cluster loss works on
+    # Fine-tuning regularisers, replacing the checkpoint's own values (XLS-R's config.json says layerdrop 0.1,
+    # mask_time_prob 0.075: settings for ASR fine-tuning). LayerDrop off: every step trains the whole encoder,
+    # and the layer that `index`/`weighted` read always sits on the same stack below it
+    layerdrop: float = 0.0
+    # SpecAugment off, as in the published SSL + RawBoost anti-spoofing recipe (Tak et al. 2022: XLS-R called with
+    # mask=False): masking frames hides exactly the short artefacts a spoofing detector must find
+    mask_time_prob: float = 0.0
+    mask_feature_prob: float = 0.0
+    # zero mean, unit variance per utterance before the SSL model: "auto" = the checkpoint's do_normalize
+    # (preprocessor_config.json; none there, as for "tiny": off), or "true" / "false"
+    normalize_input: str = "auto"
 
 
 @dataclass
@@ -172,6 +184,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "data.eval_mode": EVAL_MODES,
     "data.train_crop": TRAIN_CROPS,
     "model.layer_mode": LAYER_MODES,
+    "model.normalize_input": NORMALIZE_INPUT,
     "model.pooling": POOLINGS,
     "loss.type": LOSS_TYPES,
     "loss.repulsion": REPULSION_MODES,
@@ -193,6 +206,9 @@ _RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "data.demo_utterances": (20, None, True),
     "data.demo_seconds": (0.25, 30.0, True),
     "model.embedding_dim": (2, None, True),
+    "model.layerdrop": (0, 1.0, True),
+    "model.mask_time_prob": (0, 1.0, True),
+    "model.mask_feature_prob": (0, 1.0, True),
     "loss.num_clusters": (1, None, True),
     "loss.alpha": (0, None, True),
     "loss.margin": (-1.0, 1.0, True),
@@ -304,6 +320,8 @@ def coerce_value(key: str, value: Any, *, from_string: bool = False, where: str 
         if value != value or value in (float("inf"), float("-inf")):
             raise ConfigError(f"{where}key '{key}': expected a finite number, got {value!r}")
     elif typ is str:
+        if isinstance(value, bool) and "true" in _CHOICES.get(key, ()):
+            value = "true" if value else "false"  # YAML's `normalize_input: true` for an auto|true|false key
         if not isinstance(value, str):
             raise bad
     if key in _CHOICES and value not in _CHOICES[key]:

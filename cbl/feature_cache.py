@@ -11,7 +11,9 @@ What the cache holds is a pure function of its key, so results are those of the
 uncached run with the same config and seed:
 
 - the front-end's weights (a hash of every tensor: another checkpoint, or the tiny
-  model built under another seed, is another key), ``layer_mode``/``layer_index``;
+  model built under another seed, is another key), ``layer_mode``/``layer_index``,
+  and whether its input is normalised (``model.normalize_input`` as resolved for
+  the checkpoint);
 - the records (utterance id, path, file size and modification time);
 - the crop policy: training items are the ``data.train_crop: fixed`` crops
   (``data.max_len``, offsets from ``train.seed``), evaluation items the full
@@ -34,7 +36,7 @@ every node; where they do not, two nodes may build the same entry, and the secon
 rename defers to the first). Disk blocks are reserved before writing: a full disk
 is an ``OSError`` naming the file, not a crash. The key also holds the precision
 (bf16 autocast on CUDA or float32) and, for dev, the batch size, which decides the
-padding a group-norm front-end sees.
+batch shapes (and so the float rounding) of the forward passes.
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerpri
         key.update(crop="fixed", max_len=data.max_len, seed=config.train.seed,
                    rawboost=data.rawboost_algo if augmented else 0, copy=copy if augmented else 0)
     else:
-        # the batches (eval_batch_size, by length) decide the padding a group-norm front-end sees
+        # the batches (eval_batch_size, by length) decide the batch shapes, hence the float rounding
         key.update(crop=data.eval_mode, eval_window=data.eval_window if data.eval_mode == "window" else None,
                    batch=config.train.eval_batch_size)
     return key
@@ -211,6 +213,7 @@ def open_or_build(root: Path, split: str, records: Sequence[Any], config: Experi
     """The cache entry for ``split``'s records (``copy``: which augmented copy of train): opened when present,
     else built (by one process at a time)."""
     key = _key(split, records, config, fingerprint, device, copy)
+    key["normalize_input"] = bool(model.frontend.normalize_input)  # "auto" resolved for this checkpoint
     name = f"{split}-{hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()}"
     final = root / name
     if (final / "meta.json").is_file():
@@ -293,7 +296,7 @@ def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentC
 
     frontend = model.frontend
     dataset, lengths = _audio_dataset(split, records, config, copy)
-    frames = frontend.ssl._get_feat_extract_output_lengths(torch.tensor(lengths, dtype=torch.long)).tolist()
+    frames = frontend.frame_lengths(torch.tensor(lengths, dtype=torch.long)).tolist()
     offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64) if frames else np.zeros(0, np.int64)
     inner = ((frontend.num_hidden_states,) if frontend.stores_all_layers else ()) + (frontend.hidden_size,)
     features = _allocated_memmap(folder / "features.npy", (int(sum(frames)), *inner))

@@ -1,8 +1,10 @@
-"""The detector: SSL front-end (wav2vec2 / XLS-R), frame pooling, embedding and CE heads."""
+"""The detector: speech SSL front-end (wav2vec2 / XLS-R / MMS, HuBERT, WavLM, data2vec-audio), frame pooling,
+embedding and CE heads."""
 
 from cbl.model.detector import DetectorOutput, SpoofDetector, build_model, param_groups
 from cbl.model.pooling import POOLING, AttentiveStatsPooling, MaxPooling, MeanPooling, build_pooling
-from cbl.model.ssl import TINY_NAME, SSLFrontEnd, load_wav2vec2, tiny_wav2vec2_config
+from cbl.model.ssl import (SUPPORTED_MODEL_TYPES, TINY_NAME, SSLFrontEnd, load_ssl_model, load_wav2vec2,
+                           normalize_waveform, tiny_wav2vec2_config)
 
 __all__ = [
     "DetectorOutput",
@@ -14,8 +16,11 @@ __all__ = [
     "MaxPooling",
     "MeanPooling",
     "build_pooling",
+    "SUPPORTED_MODEL_TYPES",
     "TINY_NAME",
     "SSLFrontEnd",
+    "load_ssl_model",
     "load_wav2vec2",
+    "normalize_waveform",
     "tiny_wav2vec2_config",
 ]

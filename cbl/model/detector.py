@@ -1,4 +1,4 @@
-"""The spoof detector: SSL front-end -> pooling -> L2-normalised embedding + 2-class logits.
+"""The spoof detector: speech SSL front-end -> pooling -> L2-normalised embedding + 2-class logits.
 
 ``SpoofDetector.forward(audio, attention_mask)`` returns both heads every time; the
 loss (``cbl.losses``) and the score (``cbl.metrics.score_from_output``) decide which
@@ -44,6 +44,10 @@ class SpoofDetector(nn.Module):
             layer_index=config.layer_index,
             freeze_feature_encoder=config.freeze_feature_encoder,
             freeze_ssl=config.freeze_ssl,
+            layerdrop=config.layerdrop,
+            mask_time_prob=config.mask_time_prob,
+            mask_feature_prob=config.mask_feature_prob,
+            normalize_input=config.normalize_input,
         )
         self.pooling = build_pooling(config.pooling, self.frontend.hidden_size)
         self.projection = nn.Linear(self.pooling.output_dim, config.embedding_dim)
