@@ -436,3 +436,34 @@ def test_a_group_norm_front_end_would_change_the_score_if_it_saw_the_padding(tra
     frames = alone.shape[1]
     assert torch.allclose(grouped[0, :frames], alone[0], atol=1e-5)
     assert not torch.allclose(direct[0, :frames], alone[0], atol=1e-3)
+
+
+# --------------------------------------------------------------------------- 8. stdout holds results only
+def test_score_and_evaluate_print_results_only_on_stdout(trained, corpus, tmp_path) -> None:
+    """No weight-loading progress bar or load report anywhere; stdout is what a script would parse."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    checkpoint = trained["xls-r-300m"].best_checkpoint
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "cbl.cli", *args], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr
+        for stream in (done.stdout, done.stderr):
+            assert "Loading weights" not in stream and "LOAD REPORT" not in stream and "it/s]" not in stream
+        return done
+
+    files = [str(corpus / "dev_0.wav"), str(corpus / "dev_1.wav")]
+    scored = cli("score", str(checkpoint), *files)
+    lines = scored.stdout.splitlines()
+    assert len(lines) == 2
+    assert all(re.fullmatch(r"\S+\t-?\d+\.\d{6}\t(bonafide|spoof)", line) for line in lines), lines
+    evaluated = cli("evaluate", str(checkpoint), "--split", "dev", "--out", str(tmp_path / "scores.txt"))
+    out = evaluated.stdout.splitlines()
+    assert out[0] == f"scores written to {tmp_path / 'scores.txt'} ({len(DEV_LENGTHS)} utterances)"
+    assert re.fullmatch(r"EER \d+\.\d\d% \(threshold \S+\)", out[1])
+    assert not any("warn" in line.lower() or "transformers" in line for line in out)
