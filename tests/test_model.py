@@ -7,6 +7,7 @@ import logging
 import pytest
 import torch
 
+import cbl.model.loading as loading_module
 import cbl.model.ssl as ssl_module
 from cbl.centers import KMeansCenters
 from cbl.config import LossConfig, ModelConfig, OptimConfig
@@ -137,8 +138,8 @@ def test_param_groups_split_front_end_and_head_learning_rates() -> None:
 
 
 def test_tiny_is_flagged_random_and_warns_once(caplog) -> None:
-    ssl_module._warned_random_init = False
-    with caplog.at_level(logging.WARNING, logger="cbl.model.ssl"):
+    loading_module._warned_random_init = False
+    with caplog.at_level(logging.WARNING, logger="cbl.model.loading"):
         first, second = small_model(), small_model()
     assert first.is_random_init and second.is_random_init
     notices = [r for r in caplog.records if "randomly initialised" in r.getMessage()]

@@ -123,7 +123,7 @@ def save_random(family: Family, folder: str | Path, *, seed: int = 0, **override
     import torch
     from transformers import AutoModel
 
-    from cbl.model.ssl import quiet_transformers
+    from cbl.model.loading import quiet_transformers
 
     folder = Path(folder)
     torch.manual_seed(seed)
