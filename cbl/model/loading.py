@@ -193,9 +193,10 @@ def checkpoint_normalizes(name_or_path: str) -> bool:
         path = cached_file(source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
                            _raise_exceptions_for_connection_errors=False)
     if path is None:
-        logger.warning("model.ssl='%s' has no preprocessor_config.json: its input is not normalised (set "
+        where = "" if Path(source).is_dir() else " in the Hugging Face cache"
+        logger.warning("model.ssl='%s' has no preprocessor_config.json%s: its input is not normalised (set "
                        "model.normalize_input=true for a model pre-trained on normalised audio, such as XLS-R)",
-                       name_or_path)
+                       name_or_path, where)
         return False
     try:
         return bool(json.loads(Path(path).read_text(encoding="utf-8")).get("do_normalize", False))
