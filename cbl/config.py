@@ -76,6 +76,9 @@ class DataConfig:
     # offset per utterance for the whole run; what train.feature_cache needs)
     train_crop: str = "random"
     rawboost_algo: int = 0  # 0 none, 1..8 as in the RawBoost paper (training only)
+    # RawBoost on the whole utterance, then the crop/tile to max_len, as the published SSL + RawBoost recipe
+    # does (false: on the max_len crop, cheaper for long utterances but not the published recipe)
+    rawboost_before_crop: bool = True
     # 0: fresh RawBoost draws every epoch; N >= 1: N fixed augmented copies of each item, epoch e using copy
     # e mod N (what lets train.feature_cache serve RawBoost: each copy's features are computed once)
     augment_copies: int = 0

@@ -91,6 +91,27 @@ def test_rawboost_only_in_training(records: list[Record]) -> None:
     np.testing.assert_array_equal(EvalDataset(records, data)[0]["audio"].numpy(), plain)
 
 
+def test_rawboost_acts_on_the_whole_utterance_then_the_crop(records: list[Record]) -> None:
+    """The published recipe's order: augment the utterance, then crop (or tile) it to max_len."""
+    from cbl.data.audio import crop_or_tile
+    from cbl.data.rawboost import apply_rawboost
+
+    data = DataConfig(max_len=2000, rawboost_algo=4)
+    long = 1  # 3000 samples: cropped at a random offset
+    dataset = TrainDataset(records, data, seed=5)
+    dataset.set_epoch(2)
+    rng = np.random.default_rng([5, 2, long])
+    expected = crop_or_tile(apply_rawboost(load_audio(records[long].path), 4, rng), 2000, rng)
+    np.testing.assert_array_equal(dataset[long]["audio"].numpy(), expected)
+    # a 700-sample utterance tiled to 2000: augmented first, so the tiles repeat exactly
+    short = 2
+    tiled = TrainDataset(records, DataConfig(max_len=2000, rawboost_algo=2), seed=0)[short]["audio"].numpy()
+    np.testing.assert_array_equal(tiled[:700], tiled[700:1400])
+    after = DataConfig(max_len=2000, rawboost_algo=2, rawboost_before_crop=False)
+    cropped_first = TrainDataset(records, after, seed=0)[short]["audio"].numpy()
+    assert not np.array_equal(cropped_first[:700], cropped_first[700:1400])  # impulses drawn over the tiles
+
+
 def test_balanced_sampling_is_about_half_bonafide(tmp_path: Path) -> None:
     records = make_records(tmp_path, count=50, bonafide_every=10, lengths=(100,))
     data = DataConfig(max_len=100, balanced_sampling=True)
