@@ -275,19 +275,23 @@ def _override_eval_config(config, overrides: Path | None, set_options: tuple[str
 def score_command(checkpoint: Path, audio: tuple[Path, ...], out: Path | None) -> None:
     """Score your own audio files (any rate, mono or stereo; folders are searched).
 
-    Prints one line per file: score and decision at the dev-EER threshold saved in the checkpoint.
+    Prints one line per file: score and decision at the dev-EER threshold of the
+    checkpoint's own epoch: bonafide when the score is above it (the EER threshold is
+    the highest dev score the EER operating point rejects).
     """
     from cbl.evaluate import expand_audio_paths, load_model, score_audio_files
+    from cbl.metrics import is_bonafide
     from cbl.yamlio import atomic_write_text
 
     loaded = load_model(checkpoint)
     rows = score_audio_files(loaded, expand_audio_paths(list(audio)))
+    accepted = is_bonafide([score for _, score in rows], loaded.threshold)
     lines = []
-    for path, score in rows:
-        decision = "bonafide" if score >= loaded.threshold else "spoof"
-        lines.append(f"{path}\t{score:.6f}\t{decision}")
+    for (path, score), bonafide in zip(rows, accepted):
+        lines.append(f"{path}\t{score:.6f}\t{'bonafide' if bonafide else 'spoof'}")
         click.echo(lines[-1])
-    click.echo(f"(threshold {loaded.threshold:.6g} = dev EER threshold of epoch {loaded.epoch})", err=True)
+    click.echo(f"(threshold {loaded.threshold:.6g} = dev EER threshold of epoch {loaded.epoch}; "
+               "bonafide when the score is above it)", err=True)
     if out is not None:
         atomic_write_text(out, "path\tscore\tdecision\n" + "".join(f"{line}\n" for line in lines))
 

@@ -80,7 +80,8 @@ def load_model(path: str | os.PathLike[str], *, device: str = "auto", threads: i
         if not payload.get("centers"):
             raise CheckpointError(f"{path}: a {config.loss.type} checkpoint without bonafide centers")
         centers.load_state_dict(payload["centers"])
-    threshold = float(payload.get("best_threshold", payload.get("threshold", 0.0)))
+    # this checkpoint's own epoch: last.pt must not decide with the best epoch's threshold
+    threshold = float(payload.get("threshold", payload.get("best_threshold", 0.0)))
     norm = None
     if payload.get("score_norm"):
         from cbl.metrics import ZNormStats

@@ -33,6 +33,7 @@ __all__ = [
     "compute_det_curve",
     "compute_eer",
     "format_attack_table",
+    "is_bonafide",
     "min_tdcf",
     "per_attack_eer",
     "read_score_file",
@@ -90,6 +91,17 @@ def compute_eer(bonafide_scores: Any, spoof_scores: Any) -> tuple[float, float]:
     frr, far, thresholds = compute_det_curve(bonafide_scores, spoof_scores)
     index = int(np.argmin(np.abs(frr - far)))
     return float(np.mean((frr[index], far[index]))), float(thresholds[index])
+
+
+def is_bonafide(scores: Any, threshold: float) -> np.ndarray:
+    """The decision at a threshold of :func:`compute_eer`: bonafide where ``score > threshold``. ``(N,) -> (N,) bool``.
+
+    compute_eer's threshold is the highest score its operating point rejects (point i
+    of :func:`compute_det_curve` rejects the i lowest scores and has the i-th lowest as
+    its threshold), so a score equal to the threshold is rejected; with ties at the
+    threshold this rejects the whole tie, where the sorted cut may have split it.
+    """
+    return _finite_scores(scores, "scores") > float(threshold)
 
 
 class AttackEer(NamedTuple):

@@ -228,18 +228,38 @@ def test_score_prints_one_decision_per_file_and_writes_a_tsv(run, checkpoint, tm
     tsv = tmp_path / "scores.tsv"
     result = CliRunner().invoke(cli, ["score", str(checkpoint), str(records[0].path), str(folder), "--out", str(tsv)])
     assert result.exit_code == 0, result.output
-    threshold = float(re.search(r"\(threshold (\S+) = dev EER threshold of epoch \d\)", result.stderr).group(1))
+    threshold = float(re.search(r"\(threshold (\S+) = dev EER threshold of epoch \d; bonafide when the score is "
+                                r"above it\)", result.stderr).group(1))
     lines = result.stdout.splitlines()
     assert [Path(line.split("\t")[0]) for line in lines] == [Path(records[0].path), *sorted(files)]
     for line in lines:
         _, score, decision = line.split("\t")
-        assert decision == ("bonafide" if float(score) >= threshold else "spoof")
+        assert decision == ("bonafide" if float(score) > threshold else "spoof")
     assert tsv.read_text().splitlines() == ["path\tscore\tdecision", *lines]
     # the same file scores as evaluation scored it
     evaluated = score_records(load_model(checkpoint), records[:1])[0]
     assert float(lines[0].split("\t")[1]) == pytest.approx(evaluated, abs=1e-5)
     flac = next(line for line in lines if line.startswith(str(folder / "copy.flac")))
     assert float(flac.split("\t")[1]) == pytest.approx(evaluated, abs=1e-5)
+
+
+def test_a_checkpoint_decides_with_its_own_epochs_threshold(run, tmp_path):
+    """last.pt holds its epoch's threshold and the best epoch's: `score` on it uses its own."""
+    from cbl.checkpoint import load_checkpoint, save_checkpoint
+
+    _, run_dir = run
+    payload, config = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    history = read_history(run_dir)
+    assert payload["threshold"] == history[-1]["dev_threshold"]
+    payload["best_threshold"] = payload["threshold"] + 123.0  # as if another epoch had been the best
+    last = save_checkpoint(tmp_path / "last.pt", payload, config)
+    assert load_model(last).threshold == payload["threshold"]
+    audio = load_split(run[0].data, "eval")[0].path
+    result = CliRunner().invoke(cli, ["score", str(last), audio])
+    assert result.exit_code == 0, result.output
+    assert f"(threshold {payload['threshold']:.6g} = dev EER threshold of epoch {len(history)};" in result.stderr
+    best = load_model(run_dir / "checkpoints" / "best.pt")
+    assert best.threshold == history[best.epoch - 1]["dev_threshold"]
 
 
 # --------------------------------------------------------------------------- bad checkpoints

@@ -11,8 +11,10 @@ from cbl.config import LossConfig
 from cbl.errors import CblError
 from cbl.metrics import (
     ZNormStats,
+    compute_det_curve,
     compute_eer,
     format_attack_table,
+    is_bonafide,
     min_tdcf,
     per_attack_eer,
     read_score_file,
@@ -86,6 +88,22 @@ def test_eer_of_separable_and_simple_cases() -> None:
 def test_degenerate_eer_input_is_a_clear_error(bonafide, spoof, message: str) -> None:
     with pytest.raises(CblError, match=message):
         compute_eer(bonafide, spoof)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_deciding_above_the_eer_threshold_reproduces_the_eer_point(seed: int) -> None:
+    """is_bonafide(score > threshold) makes exactly the errors the EER operating point counts (no ties)."""
+    rng = np.random.default_rng(200 + seed)
+    bonafide, spoof = rng.normal(1.0, 1.0, rng.integers(1, 40)), rng.normal(0.0, 1.0, rng.integers(1, 60))
+    frr, far, thresholds = compute_det_curve(bonafide, spoof)
+    index = int(np.argmin(np.abs(frr - far)))
+    eer, threshold = compute_eer(bonafide, spoof)
+    assert threshold == thresholds[index]
+    assert np.mean(~is_bonafide(bonafide, threshold)) == frr[index]
+    assert np.mean(is_bonafide(spoof, threshold)) == far[index]
+    assert (np.mean(~is_bonafide(bonafide, threshold)) + np.mean(is_bonafide(spoof, threshold))) / 2 == eer
+    # a score equal to the threshold is rejected (it is the last score the EER point rejects)
+    assert not is_bonafide([threshold], threshold)[0] and is_bonafide([threshold + 1e-9], threshold)[0]
 
 
 def test_per_attack_eer_pairs_all_bonafide_with_each_attack() -> None:
