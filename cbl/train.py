@@ -242,7 +242,7 @@ def fit(
 ) -> FitResult:
     """Train one configuration to ``train.epochs``; resume from ``run_dir`` when it holds last.pt."""
     from cbl.centers import build_centers, cluster_stats
-    from cbl.data import class_weights, load_split, make_eval_loader, make_train_loader
+    from cbl.data import load_split, make_eval_loader, make_train_loader, training_class_weights
     from cbl.losses import compute_loss
     from cbl.metrics import compute_eer
     from cbl.model import build_model, param_groups
@@ -264,7 +264,7 @@ def fit(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     save_config(saved_config, run_dir / "config.yaml")
     torch.manual_seed(config.train.seed)
-    weights = class_weights(train_records).to(device)
+    weights = training_class_weights(train_records, config.data).to(device)
     pin = device.type == "cuda"
 
     # ---- model, optimizer, centers

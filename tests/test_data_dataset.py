@@ -18,6 +18,7 @@ from cbl.data.dataset import (
     class_weights,
     make_eval_loader,
     make_train_loader,
+    training_class_weights,
 )
 from cbl.data.protocols import Record
 from cbl.errors import ProtocolError
@@ -122,6 +123,23 @@ def test_balanced_sampling_is_about_half_bonafide(tmp_path: Path) -> None:
     data.balanced_sampling = False
     plain = torch.cat([b["label"] for b in make_train_loader(records, data, batch_size=25, seed=0)])
     assert plain.float().mean().item() == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_bonafide_counts_once_whether_batches_or_weights_balance_it(tmp_path: Path, balanced: bool) -> None:
+    """Effective bonafide weight = (bonafide drawn x its CE weight) / (spoof drawn x its CE weight) ~ 1.
+
+    Balanced batches with frequency weights on top would give 9 here (10% bonafide).
+    """
+    records = make_records(tmp_path, count=50, bonafide_every=10, lengths=(100,))
+    data = DataConfig(max_len=100, balanced_sampling=balanced)
+    weights = training_class_weights(records, data)
+    assert weights.tolist() == ([1.0, 1.0] if balanced else pytest.approx([50 / 90, 50 / 10]))
+    labels = torch.cat([batch["label"] for epoch in range(20)
+                        for batch in make_train_loader(records, data, batch_size=25, seed=0, epoch=epoch)])
+    bonafide, spoof = int((labels == 1).sum()), int((labels == 0).sum())
+    effective = (bonafide * weights[1]) / (spoof * weights[0])
+    assert effective.item() == pytest.approx(1.0, abs=0.15)
 
 
 def test_eval_loader_buckets_by_length_and_covers_everything(records: list[Record]) -> None:

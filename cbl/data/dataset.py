@@ -27,6 +27,7 @@ __all__ = [
     "collate",
     "batch_fields",
     "class_weights",
+    "training_class_weights",
     "make_train_loader",
     "make_eval_loader",
     "LengthBucketSampler",
@@ -165,6 +166,19 @@ def class_weights(records: Sequence[Record]) -> torch.Tensor:
         if label not in labels:
             raise ProtocolError(f"cannot weight classes: the records contain no {name} utterance")
     return class_weights_from_labels(labels)
+
+
+def training_class_weights(records: Sequence[Record], data: DataConfig) -> torch.Tensor:
+    """The frequency CE weights ``(2,)`` [spoof, bonafide] a run trains with: :func:`class_weights`, or
+    uniform ``[1, 1]`` with ``data.balanced_sampling``.
+
+    Balanced batches already hold both classes equally often; weighting them by their
+    protocol frequencies as well would count the imbalance twice (bonafide ~8.8x
+    spoof on ASVspoof 2019 LA). An explicit ``loss.ce_bonafide_weight`` replaces these
+    weights in the loss either way. Raises :class:`ProtocolError` when a class is absent.
+    """
+    weights = class_weights(records)
+    return torch.ones_like(weights) if data.balanced_sampling else weights
 
 
 def seed_worker(worker_id: int) -> None:
