@@ -151,6 +151,9 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     num_threads: int = 0  # torch CPU threads; 0 = the run's CPU allotment
     max_steps_per_epoch: int = 0  # 0 = full epoch; a cap for smoke runs
+    # repeatable GPU runs: torch deterministic algorithms, cuDNN deterministic (no benchmark), cuBLAS workspace
+    # config; off by default: deterministic kernels can be slower, and an op without one stops the run
+    deterministic: bool = False
     # frozen-feature cache: with model.freeze_ssl, compute the front-end's output once per utterance and
     # reuse it every epoch and in every trial of a sweep (needs data.train_crop=fixed, data.rawboost_algo=0)
     feature_cache: bool = False

@@ -49,6 +49,7 @@ __all__ = [
     "Reporter",
     "RUNTIME_KEYS",
     "TrainingDiverged",
+    "apply_determinism",
     "config_differences",
     "autocast_for",
     "fit",
@@ -149,6 +150,29 @@ def resolve_workers(config: ExperimentConfig, device: torch.device, cpus: float 
     else:
         workers = 0
     return dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=workers))
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # the cuBLAS workspace setting the CUDA and PyTorch docs give for determinism
+
+
+def apply_determinism(config: ExperimentConfig) -> None:
+    """``train.deterministic``: torch's deterministic algorithms, cuDNN deterministic, cuBLAS's workspace fixed.
+
+    Applied (or undone: a Ray worker may run several trials) at the start of every
+    run. ``CUBLAS_WORKSPACE_CONFIG`` must be set before CUDA creates its first cuBLAS
+    handle: set here when absent, before ``fit`` touches CUDA. cuDNN's benchmark mode
+    (auto-tuning, which may pick other kernels per run) stays off either way.
+    """
+    on = config.train.deterministic
+    if on and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            logger.warning("train.deterministic: CUDA was initialised before CUBLAS_WORKSPACE_CONFIG could be set; "
+                           "set CUBLAS_WORKSPACE_CONFIG=%s in the environment for repeatable cuBLAS results",
+                           CUBLAS_WORKSPACE)
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
 
 
 def _uses_centers(config: ExperimentConfig) -> bool:
@@ -254,6 +278,7 @@ def fit(
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.pt"
     set_threads(config, cpus)
+    apply_determinism(config)  # before anything touches CUDA
     device = pick_device(config)
     saved_config, config = config, resolve_workers(config, device, cpus)  # files keep what the user asked for
 
