@@ -138,8 +138,8 @@ def set_threads(config: ExperimentConfig, cpus: float | None) -> int:
 def resolve_workers(config: ExperimentConfig, device: torch.device, cpus: float | None) -> ExperimentConfig:
     """``data.num_workers: -1`` (auto) made concrete: on CUDA the run's CPUs minus one (1..8), on the CPU 0.
 
-    Loading and RawBoost on one core run at ~150 utterances/s (``cbl-search bench``,
-    row 3+rb), below what a GPU trains on; on the CPU the workers would only take
+    RawBoost algorithm 4 on one core runs at ~350 4-s utterances/s (``cbl-search bench``,
+    row 9), below what a GPU may train on; on the CPU the workers would only take
     cores from the model.
     """
     if config.data.num_workers >= 0:
