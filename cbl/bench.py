@@ -819,7 +819,51 @@ def measure_feature_cache_sweep(ctx: BenchContext) -> list[Row]:
     ]
 
 
-# --------------------------------------------------------------------------- 9. a full-size front-end
+# --------------------------------------------------------------------------- 9. RawBoost
+RAWBOOST_TARGET = 200.0  # utt/s per core for algorithm 4 on 4-s audio: a few loader workers feed a GPU trial
+
+
+def measure_rawboost(ctx: BenchContext) -> list[Row]:
+    """Utterances/s of RawBoost algorithm 4 (1+2+3) on 4-s audio (64,600 samples), one thread, ABAB.
+
+    A: cbl's RawBoost as published (vectorised); B: the implementation before it
+    (``cbl.data._rawboost_legacy``: per-band filter design, direct filtering), kept
+    importable for this row only. Each round times both on the same utterances.
+    """
+    import numpy as np
+    import torch
+
+    from cbl.data._rawboost_legacy import algorithm_4
+    from cbl.data.rawboost import apply_rawboost
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the per-core figure (numpy and scipy's FFT run on one thread anyway)
+    try:
+        count = max(4, 4 * ctx.sizes.loader_batches)
+        draw = np.random.default_rng(0)
+        t = np.arange(64600) / 16000.0
+        voiced = sum(np.sin(2 * np.pi * 140.0 * k * t) / k for k in range(1, 25))
+        utterances = [(0.3 * np.abs(np.sin(2 * np.pi * 1.5 * t + i)) * voiced + 0.01 * draw.standard_normal(t.size))
+                      .astype(np.float32) for i in range(count)]
+        rates: dict[str, list[float]] = {"published": [], "previous": []}
+        sides = {"published": lambda x, rng: apply_rawboost(x, 4, rng), "previous": algorithm_4}
+        for round_ in range(max(2, ctx.sizes.pairs)):
+            for name, augment in sides.items():
+                started = time.perf_counter()
+                for i, x in enumerate(utterances):
+                    augment(x, np.random.default_rng([round_, i]))
+                rates[name].append(count / (time.perf_counter() - started))
+    finally:
+        torch.set_num_threads(previous_threads)
+    published, previous = statistics.median(rates["published"]), statistics.median(rates["previous"])
+    return [Row("9", "RawBoost algo 4 (1+2+3) on 4-s audio, one thread: as published (vectorised) vs the previous "
+                "implementation (utterances/s)", "published", published, "previous", previous, "utt/s",
+                f"published >= {RAWBOOST_TARGET:.0f}", published >= RAWBOOST_TARGET,
+                note=f"64,600-sample speech-like signals, {count} per side and round, median of "
+                     f"{len(rates['published'])} ABAB rounds")]
+
+
+# --------------------------------------------------------------------------- 10. a full-size front-end
 FULL_SIZE_THREADS = 2  # the 2-core machine's cores: a 315M-parameter model on one thread takes minutes per step
 
 
@@ -838,7 +882,7 @@ def measure_full_size(ctx: BenchContext) -> list[Row]:
     full = ctx.sizes.name != "tiny"
     family = FAMILIES["xls-r-300m"]
     folder = ctx.work_dir / ("xls-r-300m-random" if full else "xls-r-300m-small")
-    ctx.echo(f"  [9] saving a random {'full-size' if full else 'narrowed'} XLS-R 300M layout")
+    ctx.echo(f"  [10] saving a random {'full-size' if full else 'narrowed'} XLS-R 300M layout")
     sizes = "" if full else f", **{SMALL!r}"
     saved = _run_measured([sys.executable, "-c", "from cbl.model.families import FAMILIES, SMALL, save_random; "
                            f"save_random(FAMILIES['xls-r-300m'], {str(folder)!r}{sizes})"], ctx.work_dir / "save.log")
@@ -855,7 +899,7 @@ def measure_full_size(ctx: BenchContext) -> list[Row]:
     run_dir = ctx.work_dir / "full-size-run"
     command = [sys.executable, "-m", "cbl.cli", "train", "--demo", "--out", str(run_dir), "--no-progress"]
     command += [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
-    ctx.echo("  [9] cbl-search train: 1 step at batch 2 of 4-s crops, then dev scoring")
+    ctx.echo("  [10] cbl-search train: 1 step at batch 2 of 4-s crops, then dev scoring")
     run = _run_measured(command, ctx.work_dir / "full-size.log")
     history = read_history(run_dir)
     if run["returncode"] != 0 or not history:
@@ -873,8 +917,8 @@ def measure_full_size(ctx: BenchContext) -> list[Row]:
               f"{epoch['epoch_seconds'] - epoch['train_seconds']:.1f} s (metrics.jsonl); the rest is start-up and "
               f"loading; {sets['train.num_threads']} torch threads, {ctx.device}")
     return [
-        Row("9", what, "wall", run["seconds"], "", None, "s", note=timing),
-        Row("9.mem", "the same run: peak RSS", "peak", run["peak_self_mib"], "", None, "MiB",
+        Row("10", what, "wall", run["seconds"], "", None, "s", note=timing),
+        Row("10.mem", "the same run: peak RSS", "peak", run["peak_self_mib"], "", None, "MiB",
             note="of the training process (rusage at exit)"),
     ]
 
@@ -890,14 +934,19 @@ MEASUREMENTS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "memory": measure_memory,  # 7
     "feature_cache": measure_feature_cache,  # 8
     "feature_cache_sweep": measure_feature_cache_sweep,  # 8, through Ray
-    "full_size": measure_full_size,  # 9
+    "rawboost": measure_rawboost,  # 9
+    "full_size": measure_full_size,  # 10 (opt-in: --only full_size)
 }
 
 
+# measurements a plain `cbl-search bench` leaves out: the full-size row needs ~10 GB of RAM and minutes
+OPT_IN = ("full_size",)
+
+
 def parse_only(text: str | None) -> list[str]:
-    """``--only a,b`` -> measurement names in table order; UsageError naming an unknown one."""
+    """``--only a,b`` -> measurement names in table order (none: all but ``OPT_IN``); UsageError naming an unknown one."""
     if not text:
-        return list(MEASUREMENTS)
+        return [n for n in MEASUREMENTS if n not in OPT_IN]
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in MEASUREMENTS]
     if unknown or not names:

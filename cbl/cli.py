@@ -104,6 +104,13 @@ set_option = click.option(
 demo_option = click.option(
     "--demo", is_flag=True, help="Use the built-in synthetic corpus and the tiny random-weight model."
 )
+asv_scores_option = click.option(
+    "--asv-scores", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="The organisers' ASV scores, for min t-DCF: ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt, or the "
+         "2021 keys' LA/ASV/ASVTorch_Kaldi/score.txt (with --asv-key).")
+asv_key_option = click.option(
+    "--asv-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    help="The 2021 keys' LA/ASV/trial_metadata.txt that --asv-scores (a 2021 score.txt) pairs with line by line.")
 
 
 @cli.command("config")
@@ -195,14 +202,14 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
 
 
 def _echo_eval(result, out: Path) -> None:
-    from cbl.metrics import format_attack_table
+    from cbl.evaluate import result_tables
 
     click.echo(f"scores written to {out} ({len(result.scores)} utterances)")
     if result.eer is None:
         click.echo("no EER: the protocol does not hold both bonafide and spoof labels")
         return
     click.echo(f"EER {100 * result.eer:.2f}% (threshold {result.threshold:.6g})")
-    click.echo(format_attack_table(result.attack_rows))
+    click.echo(result_tables(result))
     if result.sign_suspicious:
         click.echo(
             f"warning: negated scores give a lower EER ({100 * result.negated_eer:.2f}%): "
@@ -230,23 +237,28 @@ def _echo_eval(result, out: Path) -> None:
 @click.option("--style", type=click.Choice(["2021", "2019"]), default="2021", show_default=True,
               help="2021: UTT_ID SCORE; 2019: UTT_ID ATTACK KEY SCORE.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@asv_scores_option
+@asv_key_option
 def evaluate_command(checkpoint: Path, split: str | None, protocol: Path | None, audio_dir: Path | None,
                      corpus: str | None, overrides: Path | None, set_options: tuple[str, ...], out: Path | None,
-                     style: str, batch_size: int | None) -> None:
-    """Score a split or a protocol with a saved model; print EER and the per-attack table.
+                     style: str, batch_size: int | None, asv_scores: Path | None, asv_key: Path | None) -> None:
+    """Score a split or a protocol with a saved model; print EER, the per-attack table and, for ASVspoof 2021
+    keys, the official condition tables (LA: codec C1-C7; DF: vocoder group, codec C1-C9).
 
-    An interrupted run resumes where it stopped (from OUT.partial).
+    With the organisers' ASV scores (--asv-scores), also the min t-DCF: the ASVspoof 2019 and the revised
+    2021 forms. An interrupted run resumes where it stopped (from OUT.partial).
     """
-    from cbl.evaluate import evaluate_records, load_model, records_for
+    from cbl.evaluate import asv_option_scores, evaluate_records, load_model, records_for
 
     if protocol is not None and split is not None:
         raise UsageError("give either --split or --protocol, not both")
+    asv = asv_option_scores(asv_scores, asv_key)
     loaded = load_model(checkpoint)
     loaded.config = _override_eval_config(loaded.config, overrides, set_options)
     records = records_for(loaded.config, split, protocol, audio_dir, corpus)
     name = f"scores-{split or 'eval'}.txt" if protocol is None else f"scores-{protocol.stem}.txt"
     out = out or (checkpoint if checkpoint.is_dir() else checkpoint.parent) / name
-    result = evaluate_records(loaded, records, out, style=style, batch_size=batch_size)
+    result = evaluate_records(loaded, records, out, style=style, batch_size=batch_size, asv=asv)
     _echo_eval(result, out)
 
 
@@ -275,19 +287,23 @@ def _override_eval_config(config, overrides: Path | None, set_options: tuple[str
 def score_command(checkpoint: Path, audio: tuple[Path, ...], out: Path | None) -> None:
     """Score your own audio files (any rate, mono or stereo; folders are searched).
 
-    Prints one line per file: score and decision at the dev-EER threshold saved in the checkpoint.
+    Prints one line per file: score and decision at the dev-EER threshold of the
+    checkpoint's own epoch: bonafide when the score is above it (the EER threshold is
+    the highest dev score the EER operating point rejects).
     """
     from cbl.evaluate import expand_audio_paths, load_model, score_audio_files
+    from cbl.metrics import is_bonafide
     from cbl.yamlio import atomic_write_text
 
     loaded = load_model(checkpoint)
     rows = score_audio_files(loaded, expand_audio_paths(list(audio)))
+    accepted = is_bonafide([score for _, score in rows], loaded.threshold)
     lines = []
-    for path, score in rows:
-        decision = "bonafide" if score >= loaded.threshold else "spoof"
-        lines.append(f"{path}\t{score:.6f}\t{decision}")
+    for (path, score), bonafide in zip(rows, accepted):
+        lines.append(f"{path}\t{score:.6f}\t{'bonafide' if bonafide else 'spoof'}")
         click.echo(lines[-1])
-    click.echo(f"(threshold {loaded.threshold:.6g} = dev EER threshold of epoch {loaded.epoch})", err=True)
+    click.echo(f"(threshold {loaded.threshold:.6g} = dev EER threshold of epoch {loaded.epoch}; "
+               "bonafide when the score is above it)", err=True)
     if out is not None:
         atomic_write_text(out, "path\tscore\tdecision\n" + "".join(f"{line}\n" for line in lines))
 

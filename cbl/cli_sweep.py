@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from cbl.cli import cli, demo_option, set_option
+from cbl.cli import asv_key_option, asv_scores_option, cli, demo_option, set_option
 from cbl.errors import CblError, UsageError
 
 __all__: list[str] = []
@@ -60,7 +60,8 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     # recorded before it starts: a driver killed during the final evaluation leaves it "pending",
     # and `resume` then runs it (again: scoring and retraining both continue where they stopped)
     final = {"state": "skipped"} if skip_final else {"state": "pending",
-                                                     "seeds": final_seeds or spec.final_eval_seeds}
+                                                     "seeds": spec.final_eval_seeds if final_seeds is None
+                                                     else final_seeds}
     write_sweep(experiment_dir, {**sweep, "state": "finished", "final_eval": final})
     if not skip_final:
         _final_evaluation(experiment_dir, final["seeds"])
@@ -98,8 +99,9 @@ def final_eval_pending(sweep: dict) -> bool:
 @click.option("--address", default=None, envvar="RAY_ADDRESS",
               help="Join a Ray cluster (auto, or host:port) instead of starting a private local one.")
 @click.option("--num-samples", type=int, default=None, help="Override search.num_samples.")
-@click.option("--final-seeds", type=click.IntRange(min=1), default=None,
-              help="Retrain the best configuration with this many seeds for the final evaluation.")
+@click.option("--final-seeds", type=click.IntRange(min=0), default=None,
+              help="Retrain the best configuration with this many fresh seeds for the final evaluation "
+                   "(default: the space file's final_eval.seeds).")
 @click.option("--resume", "resume_existing", is_flag=True, help="Resume the experiment if it exists unfinished.")
 @click.option("--no-final-eval", is_flag=True, help="Stop after the sweep (run final-eval later).")
 def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], storage: str | None, name: str | None,
@@ -156,7 +158,7 @@ def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--address", default=None, envvar="RAY_ADDRESS", help="Join a Ray cluster instead of a local Ray.")
 @click.option("--retry-errored", is_flag=True, help="Also retry errored trials (from their last checkpoint).")
-@click.option("--final-seeds", type=click.IntRange(min=1), default=None)
+@click.option("--final-seeds", type=click.IntRange(min=0), default=None)
 @click.option("--no-final-eval", is_flag=True)
 def resume_command(experiment_dir: Path, address: str | None, retry_errored: bool, final_seeds: int | None,
                    no_final_eval: bool) -> None:
@@ -190,7 +192,7 @@ def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None,
                    f"{experiment_dir}` without --no-final-eval to finish it")
         return
     click.echo(f"{experiment_dir}: every trial ended; finishing the interrupted final evaluation")
-    _final_evaluation(experiment_dir, final_seeds or sweep["final_eval"].get("seeds") or 1)
+    _final_evaluation(experiment_dir, final_seeds if final_seeds is not None else sweep["final_eval"].get("seeds", 0))
 
 
 @cli.command("status")
@@ -252,19 +254,28 @@ def best_command(experiment_dir: Path, export_path: Path | None) -> None:
 @click.option("--audio-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
 @click.option("--corpus", type=click.Choice(["asvspoof2019_la", "asvspoof2021_la", "asvspoof2021_df",
                                              "in_the_wild", "folder"]), default=None)
-@click.option("--seeds", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Retrain the best configuration with this many seeds and report mean +- std.")
+@click.option("--seeds", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also retrain the best configuration with this many fresh seeds (not counting the run that won "
+                   "the selection) and report their mean +- std.")
+@asv_scores_option
+@asv_key_option
 def final_eval_command(experiment_dir: Path, split: str, protocol: Path | None, audio_dir: Path | None,
-                       corpus: str | None, seeds: int) -> None:
-    """Evaluate the best checkpoint of a sweep on the eval split or another protocol."""
+                       corpus: str | None, seeds: int, asv_scores: Path | None, asv_key: Path | None) -> None:
+    """Evaluate the best checkpoint of a sweep on the eval split or another protocol.
+
+    The selection run (the checkpoint that won on dev) is reported on its own line: its number is biased
+    optimistically. --seeds N trains N fresh seeds and reports their mean +- std.
+    """
+    from cbl.evaluate import asv_option_scores
     from cbl.final_eval import final_evaluation
     from cbl.sweep_store import require_experiment
 
     experiment_dir = require_experiment(experiment_dir)
     if protocol is not None and audio_dir is None:
         raise UsageError("--protocol needs --audio-dir (the folder its utterance ids point into)")
+    asv = asv_option_scores(asv_scores, asv_key)
     result = final_evaluation(experiment_dir, seeds=seeds, split=split, protocol=protocol, audio_dir=audio_dir,
-                              corpus=corpus, echo=click.echo)
+                              corpus=corpus, echo=click.echo, asv=asv)
     click.echo(result.attack_table)
     click.echo(result.summary_line())
 
@@ -313,7 +324,8 @@ def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, 
               help="JSON file for the numbers (default: cbl_runs/bench-<time>.json).")
 @click.option("--only", default=None, metavar="NAME,...",
               help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, "
-                   "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep.")
+                   "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep, rawboost; "
+                   "full_size (an XLS-R-300M-sized model, ~10 GB of RAM) only when named here.")
 @click.option("--size", "size_name", type=click.Choice(["tiny", "quick", "full"]), default=None, hidden=True)
 def bench_command(quick: bool, out: Path | None, only: str | None, size_name: str | None) -> None:
     """Measure what the framework adds to training, side by side: one table of ratios and targets, plus JSON.

@@ -77,6 +77,9 @@ class DataConfig:
     # offset per utterance for the whole run; what train.feature_cache needs)
     train_crop: str = "random"
     rawboost_algo: int = 0  # 0 none, 1..8 as in the RawBoost paper (training only)
+    # RawBoost on the whole utterance, then the crop/tile to max_len, as the published SSL + RawBoost recipe
+    # does (false: on the max_len crop, cheaper for long utterances but not the published recipe)
+    rawboost_before_crop: bool = True
     # 0: fresh RawBoost draws every epoch; N >= 1: N fixed augmented copies of each item, epoch e using copy
     # e mod N (what lets train.feature_cache serve RawBoost: each copy's features are computed once)
     augment_copies: int = 0
@@ -160,6 +163,9 @@ class TrainConfig:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     num_threads: int = 0  # torch CPU threads; 0 = the run's CPU allotment
     max_steps_per_epoch: int = 0  # 0 = full epoch; a cap for smoke runs
+    # repeatable GPU runs: torch deterministic algorithms, cuDNN deterministic (no benchmark), cuBLAS workspace
+    # config; off by default: deterministic kernels can be slower, and an op without one stops the run
+    deterministic: bool = False
     # frozen-feature cache: with model.freeze_ssl, compute the front-end's output once per utterance and
     # reuse it every epoch and in every trial of a sweep (needs data.train_crop=fixed, data.rawboost_algo=0)
     feature_cache: bool = False

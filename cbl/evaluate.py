@@ -22,7 +22,7 @@ from cbl.config import ExperimentConfig
 from cbl.errors import CblError, UsageError
 
 __all__ = ["LoadedModel", "EvalResult", "load_model", "score_records", "evaluate_records", "score_audio_files", "records_for",
-           "expand_audio_paths"]
+           "expand_audio_paths", "result_tables", "asv_option_scores"]
 
 _PARTIAL_HEADER = "# cbl partial scores"
 
@@ -51,6 +51,9 @@ class EvalResult:
     threshold: float | None = None
     attack_rows: list[Any] = field(default_factory=list)
     negated_eer: float | None = None
+    min_tdcf: dict[str, float] = field(default_factory=dict)  # pooled, by form ("2019", "2021"); with ASV scores
+    attack_breakdown: Any = None  # cbl.breakdowns.Breakdown: per attack, with min t-DCF when ASV scores were given
+    breakdowns: list[Any] = field(default_factory=list)  # the official condition tables of 2021 LA/DF keys
 
     @property
     def sign_suspicious(self) -> bool:
@@ -80,7 +83,8 @@ def load_model(path: str | os.PathLike[str], *, device: str = "auto", threads: i
         if not payload.get("centers"):
             raise CheckpointError(f"{path}: a {config.loss.type} checkpoint without bonafide centers")
         centers.load_state_dict(payload["centers"])
-    threshold = float(payload.get("best_threshold", payload.get("threshold", 0.0)))
+    # this checkpoint's own epoch: last.pt must not decide with the best epoch's threshold
+    threshold = float(payload.get("threshold", payload.get("best_threshold", 0.0)))
     norm = None
     if payload.get("score_norm"):
         from cbl.metrics import ZNormStats
@@ -170,8 +174,11 @@ def evaluate_records(
     style: str = "2021",
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    asv: Any = None,
 ) -> EvalResult:
-    """Score ``records``, write the score file atomically, and compute EER + per-attack EER when labels exist."""
+    """Score ``records``, write the score file atomically, and compute EER, per-attack EER and the official
+    condition tables when labels exist; with ``asv`` (:class:`cbl.tdcf.AsvScores`) min t-DCF too."""
+    from cbl.breakdowns import TdcfScorer, attack_breakdown, condition_breakdowns
     from cbl.metrics import compute_eer, per_attack_eer, write_score_file
 
     partial = out.with_name(out.name + ".partial")
@@ -187,7 +194,31 @@ def evaluate_records(
         result.eer, result.threshold = compute_eer(scores[labels == 1], scores[labels == 0])
         result.negated_eer, _ = compute_eer(-scores[labels == 1], -scores[labels == 0])
         result.attack_rows = per_attack_eer(scores, labels, attacks)
+        # 2021 keys are scored with the revised 2021 t-DCF, everything else with the 2019 form
+        scorer = TdcfScorer(asv, "2021" if records and "subset" in records[0].meta else "2019") if asv else None
+        if scorer is not None:
+            result.min_tdcf = scorer.pooled(scores[labels == 1], scores[labels == 0])
+        result.attack_breakdown = attack_breakdown(scores, labels, attacks, scorer)
+        result.breakdowns = condition_breakdowns(records, scores, scorer)
     return result
+
+
+def result_tables(result: EvalResult) -> str:
+    """What `evaluate` prints after the EER: the pooled min t-DCF (with ASV scores), the per-attack table and
+    the official condition tables."""
+    from cbl.breakdowns import format_breakdown
+    from cbl.metrics import format_attack_table
+
+    parts = []
+    if result.min_tdcf:
+        forms = ", ".join(f"{value:.4f} (ASVspoof {form} form)" for form, value in sorted(result.min_tdcf.items()))
+        parts.append(f"min t-DCF {forms}")
+    if result.attack_breakdown is not None and result.attack_breakdown.tdcf_form:
+        parts.append(format_breakdown(result.attack_breakdown))
+    else:
+        parts.append(format_attack_table(result.attack_rows))
+    parts += [format_breakdown(breakdown) for breakdown in result.breakdowns]
+    return "\n\n".join(parts)
 
 
 def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[Path, float]]:
@@ -232,6 +263,17 @@ def records_for(config: ExperimentConfig, split: str | None, protocol: Path | No
     if kind == "in_the_wild":
         return readers.read_in_the_wild(protocol, audio_dir, skip_missing=skip)
     return readers.read_folder_protocol(protocol, audio_dir, skip_missing=skip)
+
+
+def asv_option_scores(asv_scores: Path | None, asv_key: Path | None) -> Any:
+    """The ``--asv-scores``/``--asv-key`` options read (:func:`cbl.tdcf.read_asv_scores`), or None when not given."""
+    if asv_scores is None:
+        if asv_key is not None:
+            raise UsageError("--asv-key needs --asv-scores (the ASV score.txt it describes)")
+        return None
+    from cbl.tdcf import read_asv_scores
+
+    return read_asv_scores(asv_scores, asv_key)
 
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")

@@ -61,6 +61,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cbl.config import ExperimentConfig
+from cbl.data.rawboost import RAWBOOST_VERSION
 from cbl.errors import CblError, ConfigError
 
 __all__ = ["CachedSplit", "FeatureDataset", "cache_root", "check_cache_config", "collate_features",
@@ -139,6 +140,8 @@ def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerpri
         augmented = bool(data.rawboost_algo and data.augment_copies)
         key.update(crop="fixed", max_len=data.max_len, seed=config.train.seed,
                    rawboost=data.rawboost_algo if augmented else 0, copy=copy if augmented else 0)
+        if augmented:  # which RawBoost made the copy, and whether before or after the crop
+            key.update(rawboost_version=RAWBOOST_VERSION, rawboost_before_crop=data.rawboost_before_crop)
     else:
         # the batches (eval_batch_size, by length) decide the batch shapes, hence the float rounding
         key.update(crop=data.eval_mode, eval_window=data.eval_window if data.eval_mode == "window" else None,

@@ -1,10 +1,12 @@
 """After a sweep: the best trial, ``best_config.yaml``, and the final evaluation on held-out data.
 
 The final evaluation scores the best trial's best checkpoint (chosen by dev EER)
-on the eval split, or on any protocol (ASVspoof 2021 LA/DF, In-the-Wild). With
-``seeds > 1`` it also retrains the best configuration with other seeds and reports
-eval EER as mean +- std with each seed's value, so that a reader can tell a
-winner from a lucky seed.
+on the eval split, or on any protocol (ASVspoof 2021 LA/DF, In-the-Wild). That run
+won the selection, so its eval number is biased optimistically: it is reported on
+its own line. With ``seeds = N >= 1`` the best configuration is also trained again
+with N fresh seeds (not counting the selection run's) and their eval EER is
+reported as mean +- std with each seed's value, so that a reader can tell a winner
+from a lucky seed. With the organisers' ASV scores, min t-DCF is reported too.
 """
 
 from __future__ import annotations
@@ -30,23 +32,41 @@ class FinalEval:
     dev_eer: float
     dev_epoch: int
     target: str
-    eers: list[tuple[int, float]] = field(default_factory=list)  # (seed, eval EER)
-    score_files: list[str] = field(default_factory=list)
-    attack_table: str = ""
+    selection: tuple[int, float] | None = None  # (seed, eval EER) of the checkpoint that won the selection
+    eers: list[tuple[int, float]] = field(default_factory=list)  # (seed, eval EER) of each fresh seed
+    min_tdcf: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> {form: min t-DCF}, ASV given
+    score_files: list[str] = field(default_factory=list)  # the selection run's first
+    attack_table: str = ""  # the selection run's per-attack and condition tables
 
     @property
-    def mean(self) -> float:
-        return statistics.fmean(e for _, e in self.eers)
+    def mean(self) -> float | None:
+        return statistics.fmean(e for _, e in self.eers) if self.eers else None
 
     @property
-    def std(self) -> float:
-        return statistics.stdev(e for _, e in self.eers) if len(self.eers) > 1 else 0.0
+    def std(self) -> float | None:
+        return statistics.stdev(e for _, e in self.eers) if len(self.eers) > 1 else None
+
+    def _tdcf(self, seed: int) -> str:
+        forms = self.min_tdcf.get(seed, {})
+        return "".join(f", min t-DCF ({form}) {value:.4f}" for form, value in sorted(forms.items()))
 
     def summary_line(self) -> str:
-        if len(self.eers) == 1:
-            return f"final {self.target} EER {100 * self.eers[0][1]:.2f}% (trial {self.trial_id}, seed {self.eers[0][0]})"
-        each = ", ".join(f"seed {s}: {100 * e:.2f}%" for s, e in self.eers)
-        return f"final {self.target} EER {100 * self.mean:.2f}% +- {100 * self.std:.2f}% over {len(self.eers)} seeds ({each})"
+        """Two lines: the selection run (biased), then the fresh seeds' mean +- std (or how to get them)."""
+        if self.selection is None:
+            return f"final {self.target}: nothing evaluated"
+        seed, eer = self.selection
+        lines = [f"selection run (trial {self.trial_id}, seed {seed}): {self.target} EER {100 * eer:.2f}%"
+                 f"{self._tdcf(seed)} (optimistically biased: this run won the selection on dev)"]
+        if not self.eers:
+            lines.append(f"final {self.target}: no fresh seeds (final-eval --seeds N retrains N fresh seeds for an "
+                         "unbiased mean +- std)")
+        else:
+            each = ", ".join(f"seed {s}: {100 * e:.2f}%{self._tdcf(s)}" for s, e in self.eers)
+            spread = f" +- {100 * self.std:.2f}%" if self.std is not None else " (std needs 2 seeds)"
+            plural = "s" if len(self.eers) > 1 else ""
+            lines.append(f"final {self.target} EER {100 * self.mean:.2f}%{spread} over {len(self.eers)} fresh "
+                         f"seed{plural} ({each})")
+        return "\n".join(lines)
 
 
 def require_best(experiment_dir: Path, mode: str = "min") -> TrialInfo:
@@ -69,44 +89,55 @@ def export_best_config(experiment_dir: Path, best: TrialInfo, dest: Path | None 
 def final_evaluation(
     experiment_dir: Path,
     *,
-    seeds: int = 1,
+    seeds: int = 0,
     split: str = "eval",
     protocol: Path | None = None,
     audio_dir: Path | None = None,
     corpus: str | None = None,
     echo: Callable[[str], None] = print,
     mode: str = "min",
+    asv: Any = None,
 ) -> FinalEval:
-    """Score the best checkpoint (and ``seeds - 1`` retrained copies) on the eval split or a protocol."""
-    from cbl.evaluate import evaluate_records, load_model
-    from cbl.metrics import format_attack_table
+    """Score the best checkpoint, and ``seeds`` copies retrained with fresh seeds, on the eval split or a protocol.
+
+    ``asv``: the organisers' ASV scores (:func:`cbl.tdcf.read_asv_scores`) for min t-DCF.
+    """
+    from cbl.evaluate import evaluate_records, load_model, result_tables
 
     best = require_best(experiment_dir, mode)
     out_dir = experiment_dir / FINAL_DIR
     target = split if protocol is None else protocol.stem
     result = FinalEval(best.trial_id, best.best_dev_eer, best.best_epoch, target)
     checkpoints = [(None, best.best_checkpoint)]
-    if seeds > 1:
-        checkpoints += _retrain(best, seeds - 1, out_dir, echo)
+    if seeds > 0:
+        checkpoints += _retrain(best, seeds, out_dir, echo)
     for seed, ckpt in checkpoints:
         loaded = load_model(ckpt)
-        seed = loaded.config.train.seed if seed is None else seed
+        selection = seed is None
+        seed = loaded.config.train.seed if selection else seed
         records = _records(loaded.config, split, protocol, audio_dir, corpus)
         score_file = out_dir / f"scores-{target}-seed{seed}.txt"
-        evaluated = evaluate_records(loaded, records, score_file)
+        evaluated = evaluate_records(loaded, records, score_file, asv=asv)
         if evaluated.eer is None:
             raise CblError(f"{target}: the protocol does not hold both bonafide and spoof labels, so no EER")
-        result.eers.append((seed, float(evaluated.eer)))
+        if selection:
+            result.selection = (seed, float(evaluated.eer))
+            result.attack_table = result_tables(evaluated)
+        else:
+            result.eers.append((seed, float(evaluated.eer)))
+        if evaluated.min_tdcf:
+            result.min_tdcf[seed] = dict(evaluated.min_tdcf)
         result.score_files.append(str(score_file))
-        if not result.attack_table:
-            result.attack_table = format_attack_table(evaluated.attack_rows)
-        echo(f"seed {seed}: {target} EER {100 * evaluated.eer:.2f}%  ({score_file})")
+        role = "selection run" if selection else "fresh seed"
+        echo(f"{role} {seed}: {target} EER {100 * evaluated.eer:.2f}%  ({score_file})")
     summary = {"trial_id": best.trial_id, "params": best.params, "dev_eer": best.best_dev_eer,
-               "dev_epoch": best.best_epoch, "target": target, "eers": result.eers,
-               "mean_eer": result.mean, "std_eer": result.std, "score_files": result.score_files}
+               "dev_epoch": best.best_epoch, "target": target,
+               "selection": {"seed": result.selection[0], "eer": result.selection[1]} if result.selection else None,
+               "eers": result.eers, "mean_eer": result.mean, "std_eer": result.std,
+               "min_tdcf": {str(k): v for k, v in result.min_tdcf.items()}, "score_files": result.score_files}
     atomic_write_text(out_dir / f"summary-{target}.json", json.dumps(summary, indent=2))
     atomic_write_text(out_dir / f"summary-{target}.md",
-                      f"{result.summary_line()}\n\nPer attack (best checkpoint):\n\n```\n{result.attack_table}\n```\n")
+                      f"{result.summary_line()}\n\nSelection run (best checkpoint):\n\n```\n{result.attack_table}\n```\n")
     return result
 
 
@@ -117,7 +148,7 @@ def _records(config: Any, split: str, protocol: Path | None, audio_dir: Path | N
 
 
 def _retrain(best: TrialInfo, extra: int, out_dir: Path, echo: Callable[[str], None]) -> list[tuple[int, Path]]:
-    """Train the best configuration again with seeds base+1 .. base+extra (each resumable in its own folder)."""
+    """Train the best configuration again with fresh seeds base+1 .. base+extra (each resumable in its own folder)."""
     from cbl.config import apply_overrides, load_config
     from cbl.train import fit
 

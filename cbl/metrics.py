@@ -1,4 +1,4 @@
-"""EER (ASVspoof reference algorithm), per-attack EER, min t-DCF, detection scores and score files.
+"""EER (ASVspoof reference algorithm), per-attack EER, detection scores and score files (t-DCF: cbl.tdcf).
 
 Scores are "bonafide-ness": higher means more likely bonafide. The EER follows the
 ``compute_det_curve``/``compute_eer`` of the ASVspoof 2019/2021 evaluation package
@@ -25,7 +25,6 @@ from cbl.errors import CblError
 from cbl.yamlio import atomic_write_text
 
 __all__ = [
-    "ASV2019_COST_MODEL",
     "AttackEer",
     "ScoreFile",
     "ZNormStats",
@@ -33,7 +32,7 @@ __all__ = [
     "compute_det_curve",
     "compute_eer",
     "format_attack_table",
-    "min_tdcf",
+    "is_bonafide",
     "per_attack_eer",
     "read_score_file",
     "score_components",
@@ -92,6 +91,17 @@ def compute_eer(bonafide_scores: Any, spoof_scores: Any) -> tuple[float, float]:
     return float(np.mean((frr[index], far[index]))), float(thresholds[index])
 
 
+def is_bonafide(scores: Any, threshold: float) -> np.ndarray:
+    """The decision at a threshold of :func:`compute_eer`: bonafide where ``score > threshold``. ``(N,) -> (N,) bool``.
+
+    compute_eer's threshold is the highest score its operating point rejects (point i
+    of :func:`compute_det_curve` rejects the i lowest scores and has the i-th lowest as
+    its threshold), so a score equal to the threshold is rejected; with ties at the
+    threshold this rejects the whole tie, where the sorted cut may have split it.
+    """
+    return _finite_scores(scores, "scores") > float(threshold)
+
+
 class AttackEer(NamedTuple):
     attack: str  # attack id, or "pooled" for all spoofs together
     n: int  # number of spoof trials of this attack
@@ -132,53 +142,6 @@ def format_attack_table(rows: Sequence[tuple[str, int, float]]) -> str:
     lines = [f"{'attack':<{width}}  {'n':>7}  {'EER (%)':>8}"]
     lines += [f"{attack:<{width}}  {n:>7d}  {100.0 * eer:>8.3f}" for attack, n, eer in rows]
     return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- t-DCF
-# ASVspoof 2019 t-DCF cost model (Kinnunen et al., evaluation plan section 5).
-ASV2019_COST_MODEL: dict[str, float] = {
-    "Pspoof": 0.05,  # prior of a spoofing attack
-    "Ptar": (1 - 0.05) * 0.99,  # prior of a target speaker
-    "Pnon": (1 - 0.05) * 0.01,  # prior of a non-target speaker
-    "Cmiss_asv": 1.0,  # ASV falsely rejects a target
-    "Cfa_asv": 10.0,  # ASV falsely accepts a non-target
-    "Cmiss_cm": 1.0,  # CM falsely rejects a bonafide trial
-    "Cfa_cm": 10.0,  # CM falsely accepts a spoof
-}
-
-
-def min_tdcf(
-    bonafide_scores: Any,
-    spoof_scores: Any,
-    asv_target_scores: Any,
-    asv_nontarget_scores: Any,
-    asv_spoof_scores: Any,
-    cost_model: dict[str, float] | None = None,
-) -> tuple[float, float]:
-    """Normalised minimum t-DCF of the ASVspoof 2019 evaluation package; ``(min_tdcf, cm_threshold)``.
-
-    The ASV error rates are taken at the ASV's own EER threshold (target vs
-    non-target), as in the organisers' code. Only meaningful with the organisers'
-    ASV scores, which the user must supply.
-    """
-    cost = dict(ASV2019_COST_MODEL if cost_model is None else cost_model)
-    target = _finite_scores(asv_target_scores, "ASV target scores")
-    nontarget = _finite_scores(asv_nontarget_scores, "ASV non-target scores")
-    asv_spoof = _finite_scores(asv_spoof_scores, "ASV spoof scores")
-    if asv_spoof.size == 0:
-        raise CblError("min t-DCF needs ASV scores of spoofed trials, got none")
-    asv_threshold = compute_eer(target, nontarget)[1]
-    pfa_asv = float(np.mean(nontarget >= asv_threshold))
-    pmiss_asv = float(np.mean(target < asv_threshold))
-    pmiss_spoof_asv = float(np.mean(asv_spoof < asv_threshold))
-    c1 = cost["Ptar"] * (cost["Cmiss_cm"] - cost["Cmiss_asv"] * pmiss_asv) - cost["Pnon"] * cost["Cfa_asv"] * pfa_asv
-    c2 = cost["Cfa_cm"] * cost["Pspoof"] * (1 - pmiss_spoof_asv)
-    if c1 <= 0 or c2 <= 0:
-        raise CblError(f"t-DCF weights must be positive, got C1={c1:.4g} and C2={c2:.4g}: check the ASV scores")
-    pmiss_cm, pfa_cm, thresholds = compute_det_curve(bonafide_scores, spoof_scores)
-    tdcf_norm = (c1 * pmiss_cm + c2 * pfa_cm) / min(c1, c2)
-    index = int(np.argmin(tdcf_norm))
-    return float(tdcf_norm[index]), float(thresholds[index])
 
 
 # ----------------------------------------------------------------------------- scores

@@ -92,7 +92,7 @@ class SearchSpace:
     max_t: int = 0  # 0 = train.epochs of the resolved config
     cpu: float = 1.0
     gpu: float = 0.0
-    final_eval_seeds: int = 1
+    final_eval_seeds: int = 0  # fresh seeds the final evaluation retrains (the selection run is not one)
     final_eval_split: str = "eval"
     max_failures: int = 1
 
@@ -227,7 +227,7 @@ def parse_search_space(data: Mapping[str, Any], *, source: str = "<search space>
 
     final_eval = r.mapping(data.get("final_eval"), "final_eval")
     r.only_keys(final_eval, _SECTION_KEYS["final_eval"], "final_eval")
-    spec.final_eval_seeds = r.number(final_eval.get("seeds", 1), "final_eval.seeds", integer=True, low=1)
+    spec.final_eval_seeds = r.number(final_eval.get("seeds", 0), "final_eval.seeds", integer=True, low=0)
     spec.final_eval_split = r.choice(final_eval.get("split", "eval"), "final_eval.split", ("eval", "dev"))
 
     failure = r.mapping(data.get("failure"), "failure")

@@ -49,6 +49,7 @@ __all__ = [
     "Reporter",
     "RUNTIME_KEYS",
     "TrainingDiverged",
+    "apply_determinism",
     "config_differences",
     "autocast_for",
     "fit",
@@ -137,8 +138,8 @@ def set_threads(config: ExperimentConfig, cpus: float | None) -> int:
 def resolve_workers(config: ExperimentConfig, device: torch.device, cpus: float | None) -> ExperimentConfig:
     """``data.num_workers: -1`` (auto) made concrete: on CUDA the run's CPUs minus one (1..8), on the CPU 0.
 
-    Loading and RawBoost on one core run at ~150 utterances/s (``cbl-search bench``,
-    row 3+rb), below what a GPU trains on; on the CPU the workers would only take
+    RawBoost algorithm 4 on one core runs at ~350 4-s utterances/s (``cbl-search bench``,
+    row 9), below what a GPU may train on; on the CPU the workers would only take
     cores from the model.
     """
     if config.data.num_workers >= 0:
@@ -149,6 +150,29 @@ def resolve_workers(config: ExperimentConfig, device: torch.device, cpus: float 
     else:
         workers = 0
     return dataclasses.replace(config, data=dataclasses.replace(config.data, num_workers=workers))
+
+
+CUBLAS_WORKSPACE = ":4096:8"  # the cuBLAS workspace setting the CUDA and PyTorch docs give for determinism
+
+
+def apply_determinism(config: ExperimentConfig) -> None:
+    """``train.deterministic``: torch's deterministic algorithms, cuDNN deterministic, cuBLAS's workspace fixed.
+
+    Applied (or undone: a Ray worker may run several trials) at the start of every
+    run. ``CUBLAS_WORKSPACE_CONFIG`` must be set before CUDA creates its first cuBLAS
+    handle: set here when absent, before ``fit`` touches CUDA. cuDNN's benchmark mode
+    (auto-tuning, which may pick other kernels per run) stays off either way.
+    """
+    on = config.train.deterministic
+    if on and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            logger.warning("train.deterministic: CUDA was initialised before CUBLAS_WORKSPACE_CONFIG could be set; "
+                           "set CUBLAS_WORKSPACE_CONFIG=%s in the environment for repeatable cuBLAS results",
+                           CUBLAS_WORKSPACE)
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
 
 
 def _uses_centers(config: ExperimentConfig) -> bool:
@@ -242,7 +266,7 @@ def fit(
 ) -> FitResult:
     """Train one configuration to ``train.epochs``; resume from ``run_dir`` when it holds last.pt."""
     from cbl.centers import build_centers, cluster_stats
-    from cbl.data import class_weights, load_split, make_eval_loader, make_train_loader
+    from cbl.data import load_split, make_eval_loader, make_train_loader, training_class_weights
     from cbl.losses import compute_loss
     from cbl.metrics import compute_eer
     from cbl.model import build_model, param_groups
@@ -254,6 +278,7 @@ def fit(
     ckpt_dir = run_dir / "checkpoints"
     last = ckpt_dir / "last.pt"
     set_threads(config, cpus)
+    apply_determinism(config)  # before anything touches CUDA
     device = pick_device(config)
     saved_config, config = config, resolve_workers(config, device, cpus)  # files keep what the user asked for
 
@@ -264,7 +289,7 @@ def fit(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     save_config(saved_config, run_dir / "config.yaml")
     torch.manual_seed(config.train.seed)
-    weights = class_weights(train_records).to(device)
+    weights = training_class_weights(train_records, config.data).to(device)
     pin = device.type == "cuda"
 
     # ---- model, optimizer, centers

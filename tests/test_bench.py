@@ -23,7 +23,7 @@ from cbl.cli import cli
 from cbl.errors import UsageError
 
 # everything but the Ray sweep (ray_trial, memory: see the slow test below)
-FAST = "cluster_loss,data_loading,center_refresh,search_efficiency,eval_throughput,feature_cache,full_size"
+FAST = "cluster_loss,data_loading,center_refresh,search_efficiency,eval_throughput,feature_cache,rawboost,full_size"
 ROW_KEYS = {"id", "what", "a_label", "a", "b_label", "b", "unit", "target", "met", "note", "ratio"}
 
 
@@ -61,7 +61,7 @@ def test_tiny_bench_prints_one_table_and_writes_json(tmp_path):
     assert result.exit_code == 0, result.output
     rows = check_result(out, result.output, FAST.split(","))
     ids = {row["id"] for row in rows}
-    assert {"1", "3", "3+rb", "4.100", "4.200", "5a", "5b", "5c", "5d", "6", "6.mem", "8", "8.eer", "8.size"} <= ids
+    assert {"1", "3", "3+rb", "4.100", "4.200", "5a", "5b", "5c", "5d", "6", "6.mem", "8", "8.eer", "8.size", "9"} <= ids
     # no temporary file left beside the JSON (written by rename)
     assert [p.name for p in out.parent.iterdir()] == ["bench.json"]
 
@@ -98,7 +98,8 @@ def test_out_that_is_a_folder_exits_2(tmp_path):
 
 def test_parse_only_keeps_table_order():
     assert parse_only("memory,cluster_loss") == ["cluster_loss", "memory"]
-    assert parse_only(None) == list(MEASUREMENTS)
+    assert parse_only(None) == [name for name in MEASUREMENTS if name != "full_size"]  # ~10 GB: opt-in
+    assert parse_only("full_size") == ["full_size"]
     with pytest.raises(UsageError, match="expected some of: cluster_loss"):
         parse_only("x")
 

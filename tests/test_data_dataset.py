@@ -18,6 +18,7 @@ from cbl.data.dataset import (
     class_weights,
     make_eval_loader,
     make_train_loader,
+    training_class_weights,
 )
 from cbl.data.protocols import Record
 from cbl.errors import ProtocolError
@@ -91,6 +92,27 @@ def test_rawboost_only_in_training(records: list[Record]) -> None:
     np.testing.assert_array_equal(EvalDataset(records, data)[0]["audio"].numpy(), plain)
 
 
+def test_rawboost_acts_on_the_whole_utterance_then_the_crop(records: list[Record]) -> None:
+    """The published recipe's order: augment the utterance, then crop (or tile) it to max_len."""
+    from cbl.data.audio import crop_or_tile
+    from cbl.data.rawboost import apply_rawboost
+
+    data = DataConfig(max_len=2000, rawboost_algo=4)
+    long = 1  # 3000 samples: cropped at a random offset
+    dataset = TrainDataset(records, data, seed=5)
+    dataset.set_epoch(2)
+    rng = np.random.default_rng([5, 2, long])
+    expected = crop_or_tile(apply_rawboost(load_audio(records[long].path), 4, rng), 2000, rng)
+    np.testing.assert_array_equal(dataset[long]["audio"].numpy(), expected)
+    # a 700-sample utterance tiled to 2000: augmented first, so the tiles repeat exactly
+    short = 2
+    tiled = TrainDataset(records, DataConfig(max_len=2000, rawboost_algo=2), seed=0)[short]["audio"].numpy()
+    np.testing.assert_array_equal(tiled[:700], tiled[700:1400])
+    after = DataConfig(max_len=2000, rawboost_algo=2, rawboost_before_crop=False)
+    cropped_first = TrainDataset(records, after, seed=0)[short]["audio"].numpy()
+    assert not np.array_equal(cropped_first[:700], cropped_first[700:1400])  # impulses drawn over the tiles
+
+
 def test_balanced_sampling_is_about_half_bonafide(tmp_path: Path) -> None:
     records = make_records(tmp_path, count=50, bonafide_every=10, lengths=(100,))
     data = DataConfig(max_len=100, balanced_sampling=True)
@@ -101,6 +123,23 @@ def test_balanced_sampling_is_about_half_bonafide(tmp_path: Path) -> None:
     data.balanced_sampling = False
     plain = torch.cat([b["label"] for b in make_train_loader(records, data, batch_size=25, seed=0)])
     assert plain.float().mean().item() == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("balanced", [False, True])
+def test_bonafide_counts_once_whether_batches_or_weights_balance_it(tmp_path: Path, balanced: bool) -> None:
+    """Effective bonafide weight = (bonafide drawn x its CE weight) / (spoof drawn x its CE weight) ~ 1.
+
+    Balanced batches with frequency weights on top would give 9 here (10% bonafide).
+    """
+    records = make_records(tmp_path, count=50, bonafide_every=10, lengths=(100,))
+    data = DataConfig(max_len=100, balanced_sampling=balanced)
+    weights = training_class_weights(records, data)
+    assert weights.tolist() == ([1.0, 1.0] if balanced else pytest.approx([50 / 90, 50 / 10]))
+    labels = torch.cat([batch["label"] for epoch in range(20)
+                        for batch in make_train_loader(records, data, batch_size=25, seed=0, epoch=epoch)])
+    bonafide, spoof = int((labels == 1).sum()), int((labels == 0).sum())
+    effective = (bonafide * weights[1]) / (spoof * weights[0])
+    assert effective.item() == pytest.approx(1.0, abs=0.15)
 
 
 def test_eval_loader_buckets_by_length_and_covers_everything(records: list[Record]) -> None:

@@ -97,6 +97,41 @@ def _write_2019_protocol(path: Path, records, bonafide_ids: set[str]) -> None:
     ))
 
 
+def test_evaluate_a_2021_la_key_prints_codec_conditions_and_both_min_tdcf_forms(run, checkpoint, tmp_path):
+    from cbl.tdcf import min_tdcf_2019, min_tdcf_2021, read_asv_scores
+
+    records = load_split(run[0].data, "eval")
+    channels = [("none", "none"), ("alaw", "ita_tx"), ("gsm", "loc_tx")]
+    key = tmp_path / "trial_metadata.txt"
+    key.write_text("".join(
+        f"{r.speaker} {r.utt_id} {channels[i % 3][0]} {channels[i % 3][1]} {'-' if r.label else r.attack} "
+        f"{'bonafide' if r.label else 'spoof'} notrim eval\n" for i, r in enumerate(records)))
+    attacks = sorted({r.attack for r in records if r.label == 0})
+    asv = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"  # the 2019 format: SOURCE KEY SCORE
+    asv.write_text("".join(f"bonafide target {3 + i / 10}\nbonafide nontarget {i / 10 - 2}\n" for i in range(10))
+                   + "".join(f"{a} spoof {1.5 - j}\n" for a in attacks for j in range(3)))
+    out = tmp_path / "scores.txt"
+    result = CliRunner().invoke(cli, ["evaluate", str(checkpoint), "--protocol", str(key), "--audio-dir",
+                                      str(Path(records[0].path).parent), "--corpus", "asvspoof2021_la",
+                                      "--asv-scores", str(asv), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    scores = read_scores(out)
+    bonafide = [scores[r.utt_id] for r in records if r.label == 1]
+    spoof = [scores[r.utt_id] for r in records if r.label == 0]
+    rates = read_asv_scores(asv).rates()
+    line = next(line for line in result.stdout.splitlines() if line.startswith("min t-DCF "))
+    assert line == (f"min t-DCF {min_tdcf_2019(bonafide, spoof, rates)[0]:.4f} (ASVspoof 2019 form), "
+                    f"{min_tdcf_2021(bonafide, spoof, rates)[0]:.4f} (ASVspoof 2021 form)")
+    assert re.search(r"^attack\s+bonafide\s+spoof\s+EER \(%\)\s+min t-DCF \(2021\)$", result.stdout, re.M)
+    for attack in attacks + ["pooled"]:
+        assert re.search(rf"^{attack}\s+\d+\s+\d+\s+\d+\.\d{{3}}\s+\d\.\d{{4}}$", result.stdout, re.M), attack
+    assert re.search(r"^codec condition \(2021 LA\)\s+bonafide\s+spoof\s+EER \(%\)$", result.stdout, re.M)
+    for condition in ("C1", "C2", "C6", "pooled"):  # none, alaw, gsm
+        assert re.search(rf"^{condition}\s+\d+\s+\d+\s+(\d+\.\d{{3}}|-)$", result.stdout, re.M), condition
+    bad = CliRunner().invoke(cli, ["evaluate", str(checkpoint), "--asv-key", str(key), "--out", str(out)])
+    assert bad.exit_code == 2 and "--asv-key needs --asv-scores" in bad.output
+
+
 def test_evaluate_protocol_warns_when_labels_look_swapped(run, checkpoint, tmp_path):
     records = load_split(run[0].data, "eval")
     first = tmp_path / "first.txt"
@@ -228,18 +263,38 @@ def test_score_prints_one_decision_per_file_and_writes_a_tsv(run, checkpoint, tm
     tsv = tmp_path / "scores.tsv"
     result = CliRunner().invoke(cli, ["score", str(checkpoint), str(records[0].path), str(folder), "--out", str(tsv)])
     assert result.exit_code == 0, result.output
-    threshold = float(re.search(r"\(threshold (\S+) = dev EER threshold of epoch \d\)", result.stderr).group(1))
+    threshold = float(re.search(r"\(threshold (\S+) = dev EER threshold of epoch \d; bonafide when the score is "
+                                r"above it\)", result.stderr).group(1))
     lines = result.stdout.splitlines()
     assert [Path(line.split("\t")[0]) for line in lines] == [Path(records[0].path), *sorted(files)]
     for line in lines:
         _, score, decision = line.split("\t")
-        assert decision == ("bonafide" if float(score) >= threshold else "spoof")
+        assert decision == ("bonafide" if float(score) > threshold else "spoof")
     assert tsv.read_text().splitlines() == ["path\tscore\tdecision", *lines]
     # the same file scores as evaluation scored it
     evaluated = score_records(load_model(checkpoint), records[:1])[0]
     assert float(lines[0].split("\t")[1]) == pytest.approx(evaluated, abs=1e-5)
     flac = next(line for line in lines if line.startswith(str(folder / "copy.flac")))
     assert float(flac.split("\t")[1]) == pytest.approx(evaluated, abs=1e-5)
+
+
+def test_a_checkpoint_decides_with_its_own_epochs_threshold(run, tmp_path):
+    """last.pt holds its epoch's threshold and the best epoch's: `score` on it uses its own."""
+    from cbl.checkpoint import load_checkpoint, save_checkpoint
+
+    _, run_dir = run
+    payload, config = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    history = read_history(run_dir)
+    assert payload["threshold"] == history[-1]["dev_threshold"]
+    payload["best_threshold"] = payload["threshold"] + 123.0  # as if another epoch had been the best
+    last = save_checkpoint(tmp_path / "last.pt", payload, config)
+    assert load_model(last).threshold == payload["threshold"]
+    audio = load_split(run[0].data, "eval")[0].path
+    result = CliRunner().invoke(cli, ["score", str(last), audio])
+    assert result.exit_code == 0, result.output
+    assert f"(threshold {payload['threshold']:.6g} = dev EER threshold of epoch {len(history)};" in result.stderr
+    best = load_model(run_dir / "checkpoints" / "best.pt")
+    assert best.threshold == history[best.epoch - 1]["dev_threshold"]
 
 
 # --------------------------------------------------------------------------- bad checkpoints

@@ -1,4 +1,4 @@
-"""EER against an independent brute force (random and tied scores), per-attack EER, t-DCF, scores, score files."""
+"""EER against an independent brute force (random and tied scores), per-attack EER, scores, score files."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from cbl.config import LossConfig
 from cbl.errors import CblError
 from cbl.metrics import (
     ZNormStats,
+    compute_det_curve,
     compute_eer,
     format_attack_table,
-    min_tdcf,
+    is_bonafide,
     per_attack_eer,
     read_score_file,
     score_components,
@@ -88,6 +89,22 @@ def test_degenerate_eer_input_is_a_clear_error(bonafide, spoof, message: str) ->
         compute_eer(bonafide, spoof)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_deciding_above_the_eer_threshold_reproduces_the_eer_point(seed: int) -> None:
+    """is_bonafide(score > threshold) makes exactly the errors the EER operating point counts (no ties)."""
+    rng = np.random.default_rng(200 + seed)
+    bonafide, spoof = rng.normal(1.0, 1.0, rng.integers(1, 40)), rng.normal(0.0, 1.0, rng.integers(1, 60))
+    frr, far, thresholds = compute_det_curve(bonafide, spoof)
+    index = int(np.argmin(np.abs(frr - far)))
+    eer, threshold = compute_eer(bonafide, spoof)
+    assert threshold == thresholds[index]
+    assert np.mean(~is_bonafide(bonafide, threshold)) == frr[index]
+    assert np.mean(is_bonafide(spoof, threshold)) == far[index]
+    assert (np.mean(~is_bonafide(bonafide, threshold)) + np.mean(is_bonafide(spoof, threshold))) / 2 == eer
+    # a score equal to the threshold is rejected (it is the last score the EER point rejects)
+    assert not is_bonafide([threshold], threshold)[0] and is_bonafide([threshold + 1e-9], threshold)[0]
+
+
 def test_per_attack_eer_pairs_all_bonafide_with_each_attack() -> None:
     rng = np.random.default_rng(7)
     bonafide = rng.normal(2.0, 1.0, 50)
@@ -107,23 +124,6 @@ def test_per_attack_eer_pairs_all_bonafide_with_each_attack() -> None:
     assert "A2" in table.splitlines()[1] and "0.000" in table.splitlines()[1]
     with pytest.raises(CblError, match="same length"):
         per_attack_eer(scores, labels[:-1], attacks)
-
-
-def test_min_tdcf_simple_cases() -> None:
-    asv = dict(asv_target_scores=[3.0, 4.0], asv_nontarget_scores=[0.0, 1.0], asv_spoof_scores=[5.0, 6.0])
-    # perfect CM: some threshold has no misses and no false alarms
-    assert min_tdcf([2.0, 3.0], [0.0, 1.0], **asv)[0] == 0.0
-    # uninformative CM (all tied): the best is to accept or reject everything -> normalised cost 1
-    assert min_tdcf([1.0, 1.0], [1.0, 1.0], **asv)[0] == pytest.approx(1.0)
-    # ASV threshold = the reference's EER threshold, 1.0 (a non-target score, accepted by >=): Pfa_asv = 0.5,
-    # Pmiss_asv = 0, Pmiss_spoof_asv = 0 -> C1 = 0.9405 - 0.0095 * 10 * 0.5 = 0.893, C2 = 10 * 0.05 = 0.5.
-    c1, c2 = 0.95 * 0.99 - 0.95 * 0.01 * 10 * 0.5, 0.5
-    # bonafide [0, 5], spoof [1, 2]: best cut rejects {0, 1, 2}: Pmiss 0.5, Pfa 0
-    assert min_tdcf([0.0, 5.0], [1.0, 2.0], **asv)[0] == pytest.approx(c1 * 0.5 / min(c1, c2))
-    # bonafide [0, 5, 6, 7]: the same cut now misses 1 of 4 bonafide
-    assert min_tdcf([0.0, 5.0, 6.0, 7.0], [1.0, 2.0], **asv)[0] == pytest.approx(c1 * 0.25 / min(c1, c2))
-    with pytest.raises(CblError, match="ASV scores of spoofed trials"):
-        min_tdcf([1.0], [0.0], [3.0], [0.0], [])
 
 
 def detector_output() -> tuple[DetectorOutput, torch.Tensor]:

@@ -297,4 +297,4 @@ def test_report_reuses_the_final_eval_scores_of_the_best_checkpoint(experiment, 
     markdown = files.markdown.read_text()
     assert f"`{final.score_files[0]}`" in markdown
     best_row = next(row for row in _table(markdown, "role") if row[0] == "best trial")
-    assert best_row[5] == _pct(final.eers[0][1])
+    assert best_row[5] == _pct(final.selection[1])

@@ -44,3 +44,44 @@ def test_same_seed_same_configurations_and_dev_eer(ray_session, tmp_path):
     assert [eers for _, eers in first] == [eers for _, eers in second]  # exactly, not approximately
     assert all(len(eers) == 2 for _, eers in first)
     assert len({str(params) for params, _ in first}) == 3  # three different configurations were sampled
+
+
+@pytest.fixture
+def determinism_restored(monkeypatch):
+    """Leave torch's global determinism settings as this test found them."""
+    import torch
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
+
+
+def test_train_deterministic_applies_the_settings_and_two_runs_agree(tmp_path, determinism_restored):
+    """On CPU: the settings are applied, and two runs give identical metrics and weights (the GPU is where it counts)."""
+    import os
+
+    import torch
+
+    from cbl.checkpoint import load_checkpoint
+    from cbl.profiles import resolve_config
+    from cbl.train import apply_determinism, fit, read_history
+    from tiny import TINY
+
+    config = resolve_config(None, [*TINY, "train.deterministic=true"], demo=True)
+    torch.backends.cudnn.benchmark = True  # left on by something else: the run turns it off
+    fit(config, None, tmp_path / "a")
+    assert torch.are_deterministic_algorithms_enabled()
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    fit(config, None, tmp_path / "b")
+    timeless = [[{k: v for k, v in m.items() if not k.endswith("seconds")} for m in read_history(tmp_path / run)]
+                for run in ("a", "b")]
+    assert len(timeless[0]) == 2 and timeless[0] == timeless[1]
+    a, _ = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b, _ = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert all(torch.equal(a["model"][name], b["model"][name]) for name in a["model"])
+    apply_determinism(resolve_config(None, TINY, demo=True))  # a later run without it undoes the settings
+    assert not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic

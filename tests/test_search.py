@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
@@ -68,8 +69,10 @@ def test_grid_sweep_end_to_end(grid_sweep):
     # the final evaluation on eval wrote scores and a summary whose EER is printed
     summary = json.loads((experiment / "final_eval" / "summary-eval.json").read_text())
     assert summary["trial_id"] == best.trial_id
-    eer = summary["eers"][0][1]
-    assert f"final eval EER {100 * eer:.2f}%" in result.output
+    eer = summary["selection"]["eer"]
+    assert summary["eers"] == [] and summary["mean_eer"] is None  # no fresh seeds by default
+    assert f"selection run (trial {best.trial_id}, seed 0): eval EER {100 * eer:.2f}% (optimistically biased" \
+        in result.output
     scores = (experiment / "final_eval" / "scores-eval-seed0.txt").read_text().splitlines()
     assert len(scores) == 40 and all(len(line.split()) == 2 for line in scores)
     assert "tensorboard --logdir" in result.output
@@ -185,14 +188,18 @@ def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
     result = run("final-eval", str(experiment), "--seeds", "2")
     assert result.exit_code == 0, result.output
     summary = json.loads((experiment / "final_eval" / "summary-eval.json").read_text())
-    seeds = [seed for seed, _ in summary["eers"]]
-    assert seeds == [0, 1]
+    # two fresh seeds, the selection run (seed 0) not among them: it is reported on its own line
+    assert [seed for seed, _ in summary["eers"]] == [1, 2] and summary["selection"]["seed"] == 0
     eers = [eer for _, eer in summary["eers"]]
-    mean = sum(eers) / 2
-    assert summary["mean_eer"] == pytest.approx(mean)
-    assert f"final eval EER {100 * mean:.2f}% +- " in result.output and "over 2 seeds" in result.output
-    retrained = experiment / "final_eval" / "seed-1" / "checkpoints" / "best.pt"
-    assert load_model(retrained).config.train.seed == 1
+    mean, std = sum(eers) / 2, statistics.stdev(eers)
+    assert summary["mean_eer"] == pytest.approx(mean) and summary["std_eer"] == pytest.approx(std)
+    assert f"final eval EER {100 * mean:.2f}% +- {100 * std:.2f}% over 2 fresh seeds (seed 1: " in result.output
+    assert f"selection run (trial {summary['trial_id']}, seed 0): eval EER {100 * summary['selection']['eer']:.2f}%" \
+        in result.output
+    assert len(summary["score_files"]) == 3 and summary["score_files"][0].endswith("scores-eval-seed0.txt")
+    for seed in (1, 2):
+        retrained = experiment / "final_eval" / f"seed-{seed}" / "checkpoints" / "best.pt"
+        assert load_model(retrained).config.train.seed == seed
 
     root = demo_root(load_model(experiment / "trials" / summary["trial_id"] / "checkpoints" / "best.pt").config.data)
     protocol = root / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.dev.trl.txt"
@@ -201,7 +208,21 @@ def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
     assert other.exit_code == 0, other.output
     dev = json.loads((experiment / "final_eval" / "summary-ASVspoof2019.LA.cm.dev.trl.json").read_text())
     # the best trial's dev EER, recomputed from a protocol file, is what the sweep recorded
-    assert dev["eers"][0][1] == pytest.approx(summary["dev_eer"], abs=1e-9)
+    assert dev["selection"]["eer"] == pytest.approx(summary["dev_eer"], abs=1e-9)
+
+
+def test_final_eval_reports_min_tdcf_with_the_organisers_asv_scores(grid_sweep, tmp_path):
+    _, experiment = grid_sweep
+    asv = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
+    asv.write_text("".join(f"bonafide target {3 + i / 10}\nbonafide nontarget {i / 10 - 2}\nA07 spoof {i / 5}\n"
+                           for i in range(10)))
+    result = run("final-eval", str(experiment), "--asv-scores", str(asv))
+    assert result.exit_code == 0, result.output
+    summary = json.loads((experiment / "final_eval" / "summary-eval.json").read_text())
+    forms = summary["min_tdcf"]["0"]
+    assert set(forms) == {"2019", "2021"} and all(0 <= v <= 1 for v in forms.values())
+    assert f"min t-DCF (2019) {forms['2019']:.4f}, min t-DCF (2021) {forms['2021']:.4f}" in result.output
+    assert "min t-DCF " in (experiment / "final_eval" / "summary-eval.md").read_text()
 
 
 def test_trials_unknown_to_the_restored_sweep_are_marked_lost_and_not_counted(tmp_path):

@@ -13,6 +13,7 @@ from cbl.data.dataset import (
     make_eval_loader,
     make_train_loader,
     seed_worker,
+    training_class_weights,
 )
 from cbl.data.demo import SEEN_ATTACKS, UNSEEN_ATTACKS, cache_dir, demo_root, generate_demo_corpus
 from cbl.data.protocols import (
@@ -58,6 +59,7 @@ __all__ = [
     "LengthBucketSampler",
     "collate",
     "class_weights",
+    "training_class_weights",
     "make_train_loader",
     "make_eval_loader",
     "seed_worker",

@@ -27,6 +27,7 @@ __all__ = [
     "collate",
     "batch_fields",
     "class_weights",
+    "training_class_weights",
     "make_train_loader",
     "make_eval_loader",
     "LengthBucketSampler",
@@ -45,6 +46,9 @@ def _derive_seed(*parts: int) -> int:
 
 class TrainDataset(Dataset[Item]):
     """Training items: audio cropped or tiled to ``data.max_len``, RawBoost ``data.rawboost_algo`` applied.
+
+    RawBoost acts on the whole utterance before the crop (``data.rawboost_before_crop``,
+    the published recipe's order), or on the crop.
 
     Item: ``audio (max_len,) float32 tensor``, ``label int``, ``utt_id``, ``attack``, ``index``.
     Call :meth:`set_epoch` before each epoch so crops and augmentation change. With
@@ -72,12 +76,19 @@ class TrainDataset(Dataset[Item]):
         record = self.records[index]
         rng = np.random.default_rng([int(p) & 0xFFFFFFFF for p in (self.seed, self.epoch, index)])
         crop_rng = rng if self.data.train_crop == "random" else fixed_crop_rng(self.seed, index)
-        audio = crop_or_tile(load_audio(record.path, self.data.sample_rate), self.data.max_len, crop_rng)
-        if self.augment and self.data.rawboost_algo:
-            copies = self.data.augment_copies
-            augment_rng = rng if not copies else augment_copy_rng(self.seed, self.epoch % copies, index)
-            audio = apply_rawboost(audio, self.data.rawboost_algo, augment_rng, self.data.sample_rate)
+        audio = load_audio(record.path, self.data.sample_rate)
+        augment = bool(self.augment and self.data.rawboost_algo)
+        if augment and self.data.rawboost_before_crop:
+            audio = self._rawboost(audio, rng, index)
+        audio = crop_or_tile(audio, self.data.max_len, crop_rng)
+        if augment and not self.data.rawboost_before_crop:
+            audio = self._rawboost(audio, rng, index)
         return _item(record, audio, index)
+
+    def _rawboost(self, audio: np.ndarray, rng: np.random.Generator, index: int) -> np.ndarray:
+        copies = self.data.augment_copies
+        augment_rng = rng if not copies else augment_copy_rng(self.seed, self.epoch % copies, index)
+        return apply_rawboost(audio, self.data.rawboost_algo, augment_rng, self.data.sample_rate)
 
 
 def augment_copy_rng(seed: int, copy: int, index: int) -> np.random.Generator:
@@ -155,6 +166,19 @@ def class_weights(records: Sequence[Record]) -> torch.Tensor:
         if label not in labels:
             raise ProtocolError(f"cannot weight classes: the records contain no {name} utterance")
     return class_weights_from_labels(labels)
+
+
+def training_class_weights(records: Sequence[Record], data: DataConfig) -> torch.Tensor:
+    """The frequency CE weights ``(2,)`` [spoof, bonafide] a run trains with: :func:`class_weights`, or
+    uniform ``[1, 1]`` with ``data.balanced_sampling``.
+
+    Balanced batches already hold both classes equally often; weighting them by their
+    protocol frequencies as well would count the imbalance twice (bonafide ~8.8x
+    spoof on ASVspoof 2019 LA). An explicit ``loss.ce_bonafide_weight`` replaces these
+    weights in the loss either way. Raises :class:`ProtocolError` when a class is absent.
+    """
+    weights = class_weights(records)
+    return torch.ones_like(weights) if data.balanced_sampling else weights
 
 
 def seed_worker(worker_id: int) -> None:
