@@ -48,13 +48,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cbl.config import LOSS_TYPES, REPULSION_MODES, LossConfig
+from cbl.data.labels import check_labels
 from cbl.errors import CblError, ConfigError
 
 __all__ = [
     "BonafideClusterLoss",
     "ClusterLossParts",
     "LossParts",
-    "class_weights_from_labels",
     "compute_loss",
     "repulsion_from_similarities",
 ]
@@ -152,34 +152,13 @@ class BonafideClusterLoss:
         return ClusterLossParts(attraction + self.alpha * repulsion, attraction, repulsion)
 
 
-def class_weights_from_labels(labels: Any) -> Tensor:
-    """Inverse-frequency CE weights (2,): index 0 spoof, 1 bonafide; ``w_c = N / (2 N_c)``.
-
-    labels: (N,) of 1 (bonafide) / 0 (spoof), e.g. the whole training protocol.
-    The minority class (bonafide on ASVspoof) gets the larger weight. A class that
-    is absent gets weight 1 (it never appears in a CE term anyway).
-    """
-    labels = torch.as_tensor(labels).reshape(-1)
-    _check_labels(labels)
-    total = labels.numel()
-    counts = torch.stack([(labels == 0).sum(), (labels == 1).sum()]).to(torch.float32)
-    weights = torch.where(counts > 0, total / (2.0 * counts.clamp_min(1.0)), torch.ones_like(counts))
-    return weights
-
-
-def _check_labels(labels: Tensor) -> None:
-    if labels.numel() and bool(((labels != 0) & (labels != 1)).any()):
-        bad = sorted({int(v) for v in labels[(labels != 0) & (labels != 1)].tolist()})[:5]
-        raise CblError(f"labels must be 1 (bonafide) or 0 (spoof), got {bad}")
-
-
 def _ce_weights(loss_config: LossConfig, class_weights: Tensor | None, like: Tensor) -> Tensor:
     """(2,) weights on ``like``'s device: explicit bonafide weight if configured, else the frequency weights."""
     if loss_config.ce_bonafide_weight > 0:
         weights = torch.tensor([1.0, loss_config.ce_bonafide_weight])
     elif class_weights is None:
         raise CblError(
-            "weighted CE needs class_weights (2,) [spoof, bonafide], e.g. class_weights_from_labels(train_labels), "
+            "weighted CE needs class_weights (2,) [spoof, bonafide], e.g. cbl.data.class_weights_from_labels(train_labels), "
             "or loss.ce_bonafide_weight > 0"
         )
     else:
@@ -212,7 +191,7 @@ def compute_loss(
         raise ConfigError(f"key 'loss.type': unknown value {loss_config.type!r}, expected one of: {options}")
     embedding, logits = output.embedding, output.logits
     labels = labels.to(device=logits.device).long().reshape(-1)
-    _check_labels(labels)
+    check_labels(labels)
     zero = logits.new_zeros((), dtype=torch.float32)
     attraction = repulsion = ce = zero
     cluster_total = zero

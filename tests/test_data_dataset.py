@@ -15,11 +15,10 @@ from cbl.data.dataset import (
     EvalDataset,
     LengthBucketSampler,
     TrainDataset,
-    class_weights,
     make_eval_loader,
     make_train_loader,
-    training_class_weights,
 )
+from cbl.data.labels import class_weights, training_class_weights
 from cbl.data.protocols import Record
 from cbl.errors import ProtocolError
 

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from cbl.centers import KMeansCenters
 from cbl.config import LossConfig
+from cbl.data import class_weights_from_labels
 from cbl.errors import CblError
 from cbl.losses import (
     BonafideClusterLoss,
     LossParts,
-    class_weights_from_labels,
     compute_loss,
     repulsion_from_similarities,
 )

@@ -8,13 +8,12 @@ from cbl.data.dataset import (
     EvalDataset,
     LengthBucketSampler,
     TrainDataset,
-    class_weights,
     collate,
     make_eval_loader,
     make_train_loader,
     seed_worker,
-    training_class_weights,
 )
+from cbl.data.labels import check_labels, class_weights, class_weights_from_labels, training_class_weights
 from cbl.data.demo import SEEN_ATTACKS, UNSEEN_ATTACKS, cache_dir, demo_root, generate_demo_corpus
 from cbl.data.protocols import (
     BONAFIDE_WORDS,
@@ -58,7 +57,9 @@ __all__ = [
     "EvalDataset",
     "LengthBucketSampler",
     "collate",
+    "check_labels",
     "class_weights",
+    "class_weights_from_labels",
     "training_class_weights",
     "make_train_loader",
     "make_eval_loader",

@@ -19,15 +19,12 @@ from cbl.config import DataConfig
 from cbl.data.audio import audio_frames, crop_or_tile, fixed_window, load_audio, pad_batch
 from cbl.data.protocols import Record
 from cbl.data.rawboost import apply_rawboost
-from cbl.errors import ProtocolError
 
 __all__ = [
     "TrainDataset",
     "EvalDataset",
     "collate",
     "batch_fields",
-    "class_weights",
-    "training_class_weights",
     "make_train_loader",
     "make_eval_loader",
     "LengthBucketSampler",
@@ -150,35 +147,6 @@ def batch_fields(items: Sequence[Item]) -> dict[str, Any]:
         "attack": [item["attack"] for item in items],
         "index": torch.tensor([item["index"] for item in items], dtype=torch.long),
     }
-
-
-def class_weights(records: Sequence[Record]) -> torch.Tensor:
-    """Inverse-frequency class weights ``(2,)`` of a protocol: index 0 spoof, 1 bonafide.
-
-    The weights are :func:`cbl.losses.class_weights_from_labels` (``N / (2 N_c)``):
-    the minority class (bonafide in ASVspoof) gets the larger weight. Raises
-    :class:`ProtocolError` when a class is absent (weighted CE would be undefined).
-    """
-    from cbl.losses import class_weights_from_labels
-
-    labels = [r.label for r in records]
-    for label, name in ((0, "spoof"), (1, "bonafide")):
-        if label not in labels:
-            raise ProtocolError(f"cannot weight classes: the records contain no {name} utterance")
-    return class_weights_from_labels(labels)
-
-
-def training_class_weights(records: Sequence[Record], data: DataConfig) -> torch.Tensor:
-    """The frequency CE weights ``(2,)`` [spoof, bonafide] a run trains with: :func:`class_weights`, or
-    uniform ``[1, 1]`` with ``data.balanced_sampling``.
-
-    Balanced batches already hold both classes equally often; weighting them by their
-    protocol frequencies as well would count the imbalance twice (bonafide ~8.8x
-    spoof on ASVspoof 2019 LA). An explicit ``loss.ce_bonafide_weight`` replaces these
-    weights in the loss either way. Raises :class:`ProtocolError` when a class is absent.
-    """
-    weights = class_weights(records)
-    return torch.ones_like(weights) if data.balanced_sampling else weights
 
 
 def seed_worker(worker_id: int) -> None:
