@@ -527,38 +527,6 @@ def _train_curve(job: tuple[Any, str]) -> list[float]:
         return [float(h["dev_eer"]) for h in read_history(run_dir)]
 
 
-class _Rung:
-    """One rung of Ray's AsyncHyperBandScheduler bracket: stop when below the top 1/rf of the scores seen here."""
-
-    def __init__(self, milestone: float) -> None:
-        self.milestone = milestone
-        self.recorded: dict[int, float] = {}
-
-    def cutoff(self, factor: float) -> float | None:
-        import numpy as np
-
-        return float(np.nanpercentile(list(self.recorded.values()), (1 - 1 / factor) * 100)) if self.recorded else None
-
-
-def _asha_rungs(max_t: int) -> list[_Rung]:
-    """Milestones as Ray computes them (``grace * rf**k``), highest first."""
-    count = int(math.log(max_t / ASHA_GRACE) / math.log(ASHA_FACTOR) + 1)
-    return [_Rung(ASHA_GRACE * ASHA_FACTOR**k) for k in reversed(range(count))]
-
-
-def _asha_continues(rungs: list[_Rung], trial: int, epoch: int, eer: float, max_t: int) -> bool:
-    """Ray's ``_Bracket.on_result`` for mode=min (reward = -EER); False = stop the trial."""
-    if epoch >= max_t:
-        return False
-    for rung in rungs:
-        if epoch < rung.milestone or trial in rung.recorded:
-            continue
-        cutoff = rung.cutoff(ASHA_FACTOR)
-        rung.recorded[trial] = -eer
-        return cutoff is None or -eer >= cutoff
-    return True
-
-
 def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Sequence[Any]]], *, seed: int,
                   tell: str, max_t: int, concurrency: int = SEARCH_CONCURRENCY, max_trials: int = 0,
                   startup: int = 10, rerun_finished: bool = True) -> dict[str, Any]:
@@ -572,54 +540,71 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
     epochs spent so far are returned with ``reached`` False. ``startup``: TPE's
     random start-up trials (Optuna's default, and cbl's, is 10). ``rerun_finished``
     False: a suggestion equal to a configuration that already ran to ``max_t`` is
-    answered from that result and drawn again (cbl's PrunedAwareOptunaSearch).
+    answered from that result and drawn again, by the searcher's own rule
+    (:func:`cbl.sweep.searchers.draw_unfinished`). The stopping decisions are Ray's
+    own ``ASHAScheduler``'s (``epoch`` as its time, as in a sweep).
     """
     import optuna
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    from cbl.sweep.searchers import MAX_REDRAWS, config_key, draw_unfinished
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     target = min(min(c) for c in curves.values()) + WITHIN_POINTS / 100 + 1e-12
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    from cbl.search import PrunedAwareOptunaSearch
-
-    max_redraws = PrunedAwareOptunaSearch.MAX_REDRAWS
-    rungs, running, launched, spent = _asha_rungs(max_t), [], 0, 0
-    finished: dict[tuple, float] = {}  # configurations that ran to max_t -> final dev EER
-    point_of: dict[int, tuple] = {}
+    asha = ASHAScheduler(time_attr="epoch", metric="dev_eer", mode="min", max_t=max_t, grace_period=ASHA_GRACE,
+                         reduction_factor=ASHA_FACTOR)
+    keys = [key for key, _ in grid]
+    running: list[_ReplayedTrial] = []
+    launched, spent = 0, 0
+    finished: dict[tuple, float] = {}  # configurations that ran to max_t (config_key) -> final dev EER
     max_trials = max_trials or 2 * len(curves)
+
+    def draw() -> tuple[Any, tuple]:
+        trial = study.ask()
+        return trial, tuple(trial.suggest_categorical(key, list(values)) for key, values in grid)
+
     while True:
-        redraws = 0
         while len(running) < concurrency and launched < max_trials:
-            trial = study.ask()
-            point = tuple(trial.suggest_categorical(key, list(values)) for key, values in grid)
-            if not rerun_finished and point in finished and redraws < max_redraws:
-                study.tell(trial, finished[point])
-                redraws += 1
-                continue
-            point_of[launched] = point
-            running.append({"trial": trial, "curve": curves[point], "epoch": 0, "number": launched})
+            trial, point = draw_unfinished(draw, lambda drawn: config_key(dict(zip(keys, drawn[1]))), finished,
+                                           lambda drawn, value: study.tell(drawn[0], value),
+                                           0 if rerun_finished else MAX_REDRAWS)
+            running.append(_ReplayedTrial(str(launched), trial, point, curves[point]))
+            asha.on_trial_add(None, running[-1])
             launched += 1
         if not running:
             return {"epochs": spent, "reached": False, "trials": launched}
         spent += len(running)
         reached = False
         for item in list(running):
-            item["epoch"] += 1
-            eer = item["curve"][item["epoch"] - 1]
+            item.epoch += 1
+            eer = item.curve[item.epoch - 1]
             reached = reached or eer <= target
-            if _asha_continues(rungs, item["number"], item["epoch"], eer, max_t):
-                item["trial"].report(eer, item["epoch"])
+            if asha.on_trial_result(None, item, {"epoch": item.epoch, "dev_eer": eer}) == TrialScheduler.CONTINUE:
+                item.trial.report(eer, item.epoch)
                 continue
             running.remove(item)
-            if tell == "pruned" and item["epoch"] < max_t:
-                item["trial"].report(eer, item["epoch"])
-                study.tell(item["trial"], state=optuna.trial.TrialState.PRUNED)
+            if tell == "pruned" and item.epoch < max_t:
+                item.trial.report(eer, item.epoch)
+                study.tell(item.trial, state=optuna.trial.TrialState.PRUNED)
             else:
-                study.tell(item["trial"], eer)
-                if item["epoch"] >= max_t:
-                    finished[point_of[item["number"]]] = eer
+                study.tell(item.trial, eer)
+                if item.epoch >= max_t:
+                    finished[config_key(dict(zip(keys, item.point)))] = eer
         if reached:
             return {"epochs": spent, "reached": True, "trials": launched}
+
+
+@dataclass
+class _ReplayedTrial:
+    """One replayed trial: what ASHA sees of it (``trial_id``), its Optuna trial, and its recorded curve."""
+
+    trial_id: str
+    trial: Any  # optuna.trial.Trial
+    point: tuple
+    curve: list[float]
+    epoch: int = 0
 
 
 # --------------------------------------------------------------------------- 6. evaluation throughput

@@ -24,7 +24,7 @@ def _storage(storage: str | None) -> Path:
 
 
 def _echo_best_and_final(experiment_dir: Path, mode: str, seeds: int, split: str) -> None:
-    from cbl.final_eval import export_best_config, final_evaluation, require_best
+    from cbl.sweep.final_eval import export_best_config, final_evaluation, require_best
 
     best = require_best(experiment_dir, mode)
     params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()))
@@ -39,12 +39,12 @@ def _echo_best_and_final(experiment_dir: Path, mode: str, seeds: int, split: str
 
 def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> None:
     """After tuner.fit(): say whether the sweep is complete; if so, best + final evaluation."""
-    from cbl.sweep_store import format_status_table, read_sweep, read_trials, write_sweep
+    from cbl.sweep.store import format_status_table, read_sweep, read_trials, write_sweep
 
     sweep = read_sweep(experiment_dir)
     trials = read_trials(experiment_dir)
     total = sweep["total_trials"]
-    trials = [t for t in trials if t.state != "lost"]  # see cbl.search._mark_lost_trials
+    trials = [t for t in trials if t.state != "lost"]  # see cbl.sweep.driver.mark_lost_trials
     ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
     click.echo(format_status_table(trials, total=total))
     _echo_cache(experiment_dir)
@@ -69,14 +69,14 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
 
 
 def _space_of(sweep: dict):
-    from cbl.search import SweepSettings
+    from cbl.sweep.settings import SweepSettings
 
     return SweepSettings(**sweep["settings"]).space()
 
 
 def _final_evaluation(experiment_dir: Path, seeds: int) -> None:
     """Best trial, best_config.yaml and the final evaluation; marked done in sweep.json once complete."""
-    from cbl.sweep_store import read_sweep, write_sweep
+    from cbl.sweep.store import read_sweep, write_sweep
 
     spec = _space_of(read_sweep(experiment_dir))
     _echo_best_and_final(experiment_dir, spec.mode, seeds, spec.final_eval_split)
@@ -108,10 +108,10 @@ def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], stor
                 address: str | None, num_samples: int | None, final_seeds: int | None, resume_existing: bool,
                 no_final_eval: bool) -> None:
     """Run a hyperparameter sweep: trials, best configuration, final evaluation."""
-    from cbl.lock import experiment_lock
+    from cbl.sweep.lock import experiment_lock
     from cbl.profiles import DEMO_NOTICE
-    from cbl.search import prepare_sweep
-    from cbl.sweep_store import SWEEP_FILE, read_sweep
+    from cbl.sweep.settings import prepare_sweep
+    from cbl.sweep.store import SWEEP_FILE, read_sweep
 
     settings, spec = prepare_sweep(space_path, demo=demo, set_options=list(set_options), storage=_storage(storage),
                                    name=name, num_samples=num_samples)
@@ -141,8 +141,8 @@ def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], stor
 
 def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final_eval, notice) -> None:
     """Run or resume the sweep, then finish it; the caller holds the experiment lock."""
-    from cbl.search import run_sweep
-    from cbl.space import total_trials
+    from cbl.sweep.driver import run_sweep
+    from cbl.sweep.space import total_trials
 
     experiment_dir = Path(settings.experiment_dir)
     if notice:
@@ -163,14 +163,14 @@ def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final
 def resume_command(experiment_dir: Path, address: str | None, retry_errored: bool, final_seeds: int | None,
                    no_final_eval: bool) -> None:
     """Finish an interrupted sweep (driver killed, reboot, Ctrl-C): no trial lost, none run twice."""
-    from cbl.search import SweepSettings
-    from cbl.sweep_store import read_sweep, require_experiment
+    from cbl.sweep.settings import SweepSettings
+    from cbl.sweep.store import read_sweep, require_experiment
 
     experiment_dir = require_experiment(experiment_dir.resolve())
     sweep = read_sweep(experiment_dir)
     settings = SweepSettings(**{**sweep["settings"], "experiment_dir": str(experiment_dir)})
     spec = settings.space()
-    from cbl.lock import experiment_lock
+    from cbl.sweep.lock import experiment_lock
     from cbl.profiles import DEMO_NOTICE
 
     with experiment_lock(experiment_dir):
@@ -199,7 +199,7 @@ def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None,
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def status_command(experiment_dir: Path) -> None:
     """Table of trials (state, parameters, epochs, best dev EER), best first; works while a sweep runs."""
-    from cbl.sweep_store import format_status_table, read_sweep, read_trials, require_experiment
+    from cbl.sweep.store import format_status_table, read_sweep, read_trials, require_experiment
 
     experiment_dir = require_experiment(experiment_dir)
     sweep = read_sweep(experiment_dir)
@@ -234,8 +234,8 @@ def _echo_cache(experiment_dir: Path) -> None:
               help="Write the best configuration here (default: EXPERIMENT_DIR/best_config.yaml).")
 def best_command(experiment_dir: Path, export_path: Path | None) -> None:
     """The best trial by dev EER, and its configuration as YAML."""
-    from cbl.final_eval import export_best_config, require_best
-    from cbl.sweep_store import require_experiment
+    from cbl.sweep.final_eval import export_best_config, require_best
+    from cbl.sweep.store import require_experiment
 
     experiment_dir = require_experiment(experiment_dir)
     best = require_best(experiment_dir)
@@ -267,8 +267,8 @@ def final_eval_command(experiment_dir: Path, split: str, protocol: Path | None, 
     optimistically. --seeds N trains N fresh seeds and reports their mean +- std.
     """
     from cbl.evaluate import asv_option_scores
-    from cbl.final_eval import final_evaluation
-    from cbl.sweep_store import require_experiment
+    from cbl.sweep.final_eval import final_evaluation
+    from cbl.sweep.store import require_experiment
 
     experiment_dir = require_experiment(experiment_dir)
     if protocol is not None and audio_dir is None:
@@ -309,7 +309,7 @@ def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, 
     TensorBoard's projector under EXPERIMENT_DIR/projector).
     """
     from cbl.report import build_report
-    from cbl.sweep_store import require_experiment
+    from cbl.sweep.store import require_experiment
 
     experiment_dir = require_experiment(experiment_dir)
     files = build_report(experiment_dir, out_dir, max_points=max_points, models=not no_models, echo=click.echo)

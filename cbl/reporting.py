@@ -1,6 +1,6 @@
 """Reporters for a single run: a one-line summary per epoch and TensorBoard event files.
 
-(A sweep's trials report through ``tune.report`` instead: see :mod:`cbl.search`.)
+(A sweep's trials report through ``tune.report`` instead: see :mod:`cbl.sweep.trial`.)
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     os.environ.setdefault("CBL_CACHE", str(tmp_path_factory.mktemp("cbl_cache")))
-    from cbl.search import quiet_ray_environment
+    from cbl.sweep import quiet_ray_environment
 
     quiet_ray_environment()
     import ray

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ray.tune.schedulers import TrialScheduler
 
-from cbl.asha import PersistentASHA, was_stopped
+from cbl.sweep.asha import PersistentASHA, was_stopped
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``cbl-search bench``: the machinery in its tiny size (table, JSON, ratios), the ASHA replay, bad options.
+"""``cbl-search bench``: the machinery in its tiny size (table, JSON, ratios), the search replay, bad options.
 
 No timing is asserted: a benchmark's numbers belong to its machine.
 """
@@ -12,13 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from cbl.bench import (
-    MEASUREMENTS,
-    _asha_continues,
-    _asha_rungs,
-    parse_only,
-    replay_search,
-)
+from cbl.bench import MEASUREMENTS, parse_only, replay_search
 from cbl.cli import cli
 from cbl.errors import UsageError
 
@@ -102,33 +96,6 @@ def test_parse_only_keeps_table_order():
     assert parse_only("full_size") == ["full_size"]
     with pytest.raises(UsageError, match="expected some of: cluster_loss"):
         parse_only("x")
-
-
-def test_asha_replay_rule_matches_rays_bracket():
-    """Our replay of ASHA decides exactly as Ray's AsyncHyperBandScheduler bracket on the same results."""
-    from ray.tune.schedulers.async_hyperband import _Bracket
-
-    class Trial:
-        def __init__(self, trial_id):
-            self.trial_id = trial_id
-
-    max_t = 9
-    bracket = _Bracket(min_t=1, max_t=max_t, reduction_factor=3, s=0)
-    rungs = _asha_rungs(max_t)
-    assert [r.milestone for r in rungs] == [m for m, _ in bracket._rungs]
-    import random
-
-    rng = random.Random(0)
-    alive = {i: 0 for i in range(12)}
-    while alive:
-        for trial in list(alive):
-            alive[trial] += 1
-            eer = rng.random()
-            epoch = alive[trial]
-            ray_stops = epoch >= max_t or bracket.on_result(Trial(trial), epoch, -eer) == "STOP"
-            assert (not _asha_continues(rungs, trial, epoch, eer, max_t)) == ray_stops
-            if ray_stops:
-                del alive[trial]
 
 
 def test_replay_finds_the_best_config_and_is_deterministic():

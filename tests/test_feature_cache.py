@@ -192,7 +192,7 @@ demo:
 
 def test_a_head_only_sweep_shares_one_cache(ray_session, tmp_path):
     """Every trial of the sweep reads the cache one trial built in the experiment folder; results match audio."""
-    from cbl.sweep_store import read_trials
+    from cbl.sweep.store import read_trials
 
     space = tmp_path / "heads.yaml"
     space.write_text(HEAD_SWEEP)
@@ -226,7 +226,7 @@ def test_train_reports_the_cache_size(tmp_path):
 
 def test_relative_paths_in_a_sweep_mean_where_the_command_ran(ray_session, tmp_path, monkeypatch):
     """Ray runs each trial in its own folder: `--set train.feature_cache_dir=shared` must still be ./shared."""
-    from cbl.sweep_store import read_trials
+    from cbl.sweep.store import read_trials
 
     space = tmp_path / "heads.yaml"
     space.write_text(HEAD_SWEEP.replace("loss.type: {grid: [cluster_only, ce_only]}", "loss.type: {grid: [ce_only]}"))

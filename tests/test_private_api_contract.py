@@ -139,7 +139,7 @@ def test_from_pretrained_reports_loading_info(tmp_path) -> None:
 
 # --------------------------------------------------------------------------- Ray Tune
 def test_optuna_search_private_state() -> None:
-    """cbl.search.PrunedAwareOptunaSearch reads and writes ``_ot_trials`` (Ray trial id -> optuna Trial),
+    """cbl.sweep.searchers.PrunedAwareOptunaSearch reads and writes ``_ot_trials`` (Ray trial id -> optuna Trial),
     ``_ot_study`` and ``_completed_trials``; the tests read them from searcher-state pickles too."""
     import optuna
     from ray.tune.search.optuna import OptunaSearch
@@ -160,7 +160,7 @@ def test_optuna_search_private_state() -> None:
 
 
 def test_asha_private_state() -> None:
-    """cbl.asha.PersistentASHA persists ``_brackets[i]._rungs`` (a list of (milestone, {trial_id: score})) and
+    """cbl.sweep.asha.PersistentASHA persists ``_brackets[i]._rungs`` (a list of (milestone, {trial_id: score})) and
     reads ``_time_attr`` / ``_max_t``; cbl.bench replays ``async_hyperband._Bracket``'s rule."""
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.schedulers.async_hyperband import _Bracket
@@ -177,12 +177,12 @@ def test_asha_private_state() -> None:
 @pytest.mark.parametrize("variable", ["TUNE_GLOBAL_CHECKPOINT_S", "TUNE_DISABLE_STRICT_METRIC_CHECKING",
                                       "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"])
 def test_ray_tune_environment_knobs_are_still_read(variable) -> None:
-    """cbl.search._QUIET_ENV: a resume relies on TUNE_GLOBAL_CHECKPOINT_S (snapshots every 2 s)."""
+    """cbl.sweep.ray_env.QUIET_RAY_ENV: a resume relies on TUNE_GLOBAL_CHECKPOINT_S (snapshots every 2 s)."""
     import ray.tune
 
-    from cbl.search import _QUIET_ENV
+    from cbl.sweep.ray_env import QUIET_RAY_ENV
 
-    assert variable in _QUIET_ENV
+    assert variable in QUIET_RAY_ENV
     source = Path(ray.tune.__file__).parent
     assert any(variable in path.read_text(errors="ignore") for path in source.rglob("*.py")), variable
 

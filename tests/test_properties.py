@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from cbl.config import ConfigError, ExperimentConfig, apply_overrides, flat_keys
 from cbl.data import read_asvspoof2019
 from cbl.errors import ProtocolError
-from cbl.space import SearchSpace, parse_search_space
+from cbl.sweep.space import SearchSpace, parse_search_space
 
 KEYS = sorted(flat_keys())
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
@@ -77,7 +77,7 @@ def test_any_search_space_gives_a_space_or_a_config_error(data):
 @PROPERTY
 @given(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=300))
 def test_any_yaml_text_as_a_search_space_file(tmp_path_factory, text):
-    from cbl.space import load_search_space
+    from cbl.sweep.space import load_search_space
 
     path = Path(tmp_path_factory.mktemp("prop")) / "space.yaml"
     path.write_text(text, encoding="utf-8")
@@ -118,6 +118,6 @@ def test_yaml_round_trip_of_a_real_file_is_stable(tmp_path):
     """A sanity anchor for the properties above: a valid file loads."""
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump({"space": {"loss.alpha": {"choice": [1.0, 2.0]}}}))
-    from cbl.space import load_search_space
+    from cbl.sweep.space import load_search_space
 
     assert load_search_space(path).keys == ["loss.alpha"]

@@ -2,7 +2,7 @@
 
 The experiment is built without Ray, once per module: three tiny trials trained
 with :func:`cbl.train.fit` into the folder layout a sweep leaves (sweep.json from
-:class:`cbl.search.SweepSettings`, trial.json via ``write_trial_state``), one of
+:class:`cbl.sweep.settings.SweepSettings`, trial.json via ``write_trial_state``), one of
 them cut after its first epoch as ASHA would.
 """
 
@@ -23,8 +23,8 @@ from click.testing import CliRunner
 from cbl.cli import cli
 from cbl.report import build_report
 from cbl.report.tables import Importance, marginal_rows, param_importance
-from cbl.space import Param
-from cbl.sweep_store import TrialInfo, write_sweep, write_trial_state
+from cbl.sweep.space import Param
+from cbl.sweep.store import TrialInfo, write_sweep, write_trial_state
 
 TINY_SETS = [
     "data.demo_utterances=40",
@@ -78,7 +78,7 @@ class _StopAfter:
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
-    from cbl.search import SweepSettings
+    from cbl.sweep.settings import SweepSettings
     from cbl.train import fit
 
     exp = tmp_path_factory.mktemp("storage") / SPACE["name"]
@@ -288,7 +288,7 @@ def test_learning_curves_draw_running_trials_and_ignore_pending_ones():
 
 
 def test_report_reuses_the_final_eval_scores_of_the_best_checkpoint(experiment, tmp_path):
-    from cbl.final_eval import final_evaluation
+    from cbl.sweep.final_eval import final_evaluation
 
     final = final_evaluation(experiment, echo=lambda line: None)
     lines: list[str] = []

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from tiny import as_set_args
 
 from cbl.cli import cli
-from cbl.sweep_store import read_trials
+from cbl.sweep.store import read_trials
 
 SPACE = """
 name: repro

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cbl.sweep_store import read_trials
+from cbl.sweep.store import read_trials
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 TINY = [
@@ -279,10 +279,11 @@ def test_failure_max_failures_drives_rays_retries(tmp_path, failure, expected):
     """How often Ray restarts a trial whose worker died (each restart continues from the trial's last.pt)."""
     import yaml
 
-    from cbl.search import SweepSettings, _build_tuner
+    from cbl.sweep.driver import build_tuner
+    from cbl.sweep.settings import SweepSettings
 
     text = space_file(tmp_path, num_samples=2, max_concurrent=1).read_text() + failure
     settings = SweepSettings(space_data=yaml.safe_load(text), space_source="kill.yaml", demo=True, set_options=[],
                              experiment_dir=str(tmp_path / "runs" / "kill"), num_samples=2)
-    _, _, run_config = _build_tuner(settings, settings.space())
+    _, _, run_config = build_tuner(settings, settings.space())
     assert run_config.failure_config.max_failures == expected

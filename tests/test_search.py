@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from cbl.cli import cli
 from cbl.config import load_config
-from cbl.sweep_store import read_trials
+from cbl.sweep.store import read_trials
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 TINY = [
@@ -170,7 +170,7 @@ def test_bad_space_file_fails_before_ray(tmp_path):
 
 
 def test_second_driver_on_the_same_experiment_is_refused(tmp_path):
-    from cbl.lock import experiment_lock
+    from cbl.sweep.lock import experiment_lock
 
     storage = tmp_path / "runs"
     (storage / "grid").mkdir(parents=True)
@@ -226,8 +226,8 @@ def test_final_eval_reports_min_tdcf_with_the_organisers_asv_scores(grid_sweep, 
 
 
 def test_trials_unknown_to_the_restored_sweep_are_marked_lost_and_not_counted(tmp_path):
-    from cbl.search import _mark_lost_trials
-    from cbl.sweep_store import best_trial, write_trial_state
+    from cbl.sweep.driver import mark_lost_trials
+    from cbl.sweep.store import best_trial, write_trial_state
 
     for trial_id, eer in (("known", 0.3), ("orphan", 0.1)):
         path = tmp_path / "trials" / trial_id
@@ -235,7 +235,7 @@ def test_trials_unknown_to_the_restored_sweep_are_marked_lost_and_not_counted(tm
         (path / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "dev_eer": eer}) + "\n")
         (path / "checkpoints").mkdir()
         (path / "checkpoints" / "best.pt").write_bytes(b"x")
-    _mark_lost_trials(tmp_path, {"known"})
+    mark_lost_trials(tmp_path, {"known"})
     states = {t.trial_id: t.state for t in read_trials(tmp_path)}
     assert states == {"known": "running", "orphan": "lost"}
     assert best_trial(read_trials(tmp_path)).trial_id == "known"  # a lost trial is never the best
@@ -243,7 +243,7 @@ def test_trials_unknown_to_the_restored_sweep_are_marked_lost_and_not_counted(tm
 
 def test_errored_trial_is_reported_and_retried_with_retry_errored(ray_session, tmp_path):
     from cbl.data import demo_root
-    from cbl.search import prepare_sweep
+    from cbl.sweep.settings import prepare_sweep
 
     space = write_space(tmp_path, GRID.replace("resources: {cpu: 1, gpu: 0}",
                                                "resources: {cpu: 1, gpu: 0}\nfailure: {max_failures: 0}"))

@@ -7,15 +7,11 @@ import json
 import optuna
 import pytest
 
-from cbl.asha import STATE_FILE
-from cbl.search import (
-    GridSearcher,
-    PrunedAwareOptunaSearch,
-    SweepSettings,
-    _build_tuner,
-    _DefineByRun,
-)
-from cbl.space import parse_search_space
+from cbl.sweep.asha import STATE_FILE
+from cbl.sweep.driver import build_tuner
+from cbl.sweep.searchers import DefineByRun, GridSearcher, PrunedAwareOptunaSearch, draw_unfinished
+from cbl.sweep.settings import SweepSettings
+from cbl.sweep.space import parse_search_space
 
 SPACE = {
     "name": "pruned",
@@ -29,7 +25,7 @@ State = optuna.trial.TrialState
 
 def searcher(tmp_path) -> PrunedAwareOptunaSearch:
     spec = parse_search_space(SPACE)
-    search = PrunedAwareOptunaSearch(space=_DefineByRun(spec), metric="dev_eer", mode="min",
+    search = PrunedAwareOptunaSearch(space=DefineByRun(spec), metric="dev_eer", mode="min",
                                      sampler=optuna.samplers.TPESampler(seed=0), experiment_dir=str(tmp_path))
     return search
 
@@ -91,18 +87,18 @@ def test_the_tuner_uses_it_for_optuna_sweeps_when_chosen(tmp_path):
 
     settings = SweepSettings(space_data=SPACE, space_source="<test>", demo=True, set_options=[],
                              experiment_dir=str(tmp_path / "pruned"), num_samples=4)
-    _, tune_config, _ = _build_tuner(settings, settings.space())  # the default: search.tell_pruned true
+    _, tune_config, _ = build_tuner(settings, settings.space())  # the default: search.tell_pruned true
     assert isinstance(tune_config.search_alg, PrunedAwareOptunaSearch)
     assert tune_config.search_alg._experiment_dir == str(tmp_path / "pruned")
     untold = {**SPACE, "search": {**SPACE.get("search", {}), "tell_pruned": False}}
     settings = SweepSettings(space_data=untold, space_source="<test>", demo=True, set_options=[],
                              experiment_dir=str(tmp_path / "complete"), num_samples=4)
-    _, tune_config, _ = _build_tuner(settings, settings.space())
+    _, tune_config, _ = build_tuner(settings, settings.space())
     assert type(tune_config.search_alg) is OptunaSearch
     grid = {**SPACE, "space": {"loss.type": {"grid": ["ce_only"]}}, "search": {"algorithm": "grid"}}
     settings = SweepSettings(space_data=grid, space_source="<test>", demo=True, set_options=[],
                              experiment_dir=str(tmp_path / "grid"), num_samples=1)
-    _, tune_config, _ = _build_tuner(settings, settings.space())
+    _, tune_config, _ = build_tuner(settings, settings.space())
     assert isinstance(tune_config.search_alg, GridSearcher)
 
 
@@ -140,7 +136,7 @@ CATEGORICAL = {**SPACE, "space": {"loss.type": {"choice": ["cluster_only", "ce_o
 def test_a_configuration_that_ran_to_the_end_is_not_trained_again(tmp_path):
     """Two configurations only: once both have finished, every later suggestion repeats one of them; each repeat
     is answered from the finished trial's result (Optuna sees it) instead of being handed to Ray."""
-    search = PrunedAwareOptunaSearch(space=_DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
+    search = PrunedAwareOptunaSearch(space=DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
                                      mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
                                      experiment_dir=str(tmp_path))
     seen = {}
@@ -157,7 +153,7 @@ def test_a_configuration_that_ran_to_the_end_is_not_trained_again(tmp_path):
     assert len(answered) == PrunedAwareOptunaSearch.MAX_REDRAWS
     assert all(t.state == State.COMPLETE and t.value == seen[t.params["loss.type"]] for t in answered)
     search.save(str(tmp_path / "searcher.pkl"))  # what a resumed sweep knows
-    restored = PrunedAwareOptunaSearch(space=_DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
+    restored = PrunedAwareOptunaSearch(space=DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
                                        mode="min", experiment_dir=str(tmp_path))
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert sorted(restored._finished.values()) == [0.2, 0.3]
@@ -165,7 +161,7 @@ def test_a_configuration_that_ran_to_the_end_is_not_trained_again(tmp_path):
 
 def test_a_repeat_of_a_stopped_or_errored_configuration_runs_again(tmp_path):
     """Only a trial that ran to the end has a final result to reuse; a stopped or failed one gets another chance."""
-    search = PrunedAwareOptunaSearch(space=_DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
+    search = PrunedAwareOptunaSearch(space=DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
                                      mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
                                      experiment_dir=str(tmp_path))
     first = search.suggest("a")
@@ -175,3 +171,14 @@ def test_a_repeat_of_a_stopped_or_errored_configuration_runs_again(tmp_path):
     configs = [search.suggest(f"r{i}") for i in range(6)]
     assert first in configs  # handed out again, not answered from the stopped trial
     assert len(search._ot_study.trials) == 7
+
+
+def test_the_redraw_rule_answers_finished_configurations_then_gives_up():
+    """draw_unfinished (the rule the searcher and the bench replay share): a draw of a finished configuration is
+    told its known result and drawn again; after max_redraws repeats the last draw is handed out anyway."""
+    draws, told = iter(["a", "a", "b", "c"]), []
+    assert draw_unfinished(lambda: next(draws), str, {"a": 0.1}, lambda d, v: told.append((d, v))) == "b"
+    assert told == [("a", 0.1), ("a", 0.1)]
+    draws, told = iter(["a", "a", "b"]), []
+    assert draw_unfinished(lambda: next(draws), str, {"a": 0.1}, lambda d, v: told.append((d, v)), 1) == "a"
+    assert told == [("a", 0.1)]

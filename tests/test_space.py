@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from cbl.config import ConfigError
-from cbl.space import expand_grid, load_search_space, suggest, total_trials
+from cbl.sweep.space import expand_grid, load_search_space, suggest, total_trials
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 

@@ -15,7 +15,7 @@ SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from cbl.search import quiet_ray_environment
+    from cbl.sweep import quiet_ray_environment
     quiet_ray_environment()
     import ray
     from ray.cluster_utils import Cluster

@@ -1,6 +1,6 @@
 """``cbl-search report``: one experiment folder in, ``report.md`` + ``report.html`` + PNG figures out.
 
-Reads only what the sweep left on disk (cbl.sweep_store), so it runs without Ray
+Reads only what the sweep left on disk (cbl.sweep.store), so it runs without Ray
 and while a sweep is still going. Sections: results, per-value marginals,
 importance, learning curves, then the best trial and its counterpart (the best
 ``ce_only`` trial, or the best cluster-loss trial when ``ce_only`` won) on the
@@ -24,8 +24,8 @@ from cbl.report.document import Block, Bullets, Code, Heading, Image, Paragraph,
 from cbl.report.models import ModelView, analyse_trial, eer_or_nan, loss_type, write_projector
 from cbl.report.tables import (format_eer, format_value, importance_table, marginal_rows, marginal_table,
                                param_importance, rank_trials, results_table, searched_keys)
-from cbl.space import Param, parse_search_space
-from cbl.sweep_store import TrialInfo, best_trial, read_sweep, read_trials, require_experiment
+from cbl.sweep.space import Param, parse_search_space
+from cbl.sweep.store import TrialInfo, best_trial, read_sweep, read_trials, require_experiment
 from cbl.yamlio import atomic_write_bytes, atomic_write_text
 
 __all__ = ["ReportFiles", "build_report", "REPORT_DIR", "PROJECTOR_DIR"]

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from cbl.errors import CblError
-from cbl.sweep_store import TrialInfo
+from cbl.sweep.store import TrialInfo
 from cbl.yamlio import atomic_write_bytes
 
 __all__ = ["ModelView", "analyse_trial", "loss_type", "write_projector"]

@@ -1,6 +1,6 @@
 """The sweep's numbers as tables: every trial, best/median dev EER per parameter value, importance.
 
-Everything here reads :class:`cbl.sweep_store.TrialInfo` records only (no Ray, no
+Everything here reads :class:`cbl.sweep.store.TrialInfo` records only (no Ray, no
 model), so these tables can be made while a sweep is still running.
 """
 
@@ -14,8 +14,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from cbl.report.document import Table
-from cbl.space import Param
-from cbl.sweep_store import TrialInfo
+from cbl.sweep.space import Param
+from cbl.sweep.store import TrialInfo
 
 __all__ = ["format_eer", "format_value", "searched_keys", "rank_trials", "results_table", "MarginalRow",
            "marginal_rows", "marginal_table", "Importance", "param_importance", "importance_table"]

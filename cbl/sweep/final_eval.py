@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cbl.errors import CblError
-from cbl.sweep_store import TrialInfo, best_trial, read_trials
+from cbl.sweep.store import TrialInfo, best_trial, read_trials
 from cbl.yamlio import atomic_write_text
 
 __all__ = ["FinalEval", "export_best_config", "final_evaluation", "require_best"]

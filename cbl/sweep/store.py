@@ -4,7 +4,7 @@ Layout of an experiment folder (``<storage>/<name>/``)::
 
     sweep.json               how the sweep was started (space file, --demo, --set, trial count), its state,
                              and final_eval: pending | done | skipped (resume redoes a pending one)
-    scheduler_state.json     ASHA's rungs and stopped trials (cbl.asha)
+    scheduler_state.json     ASHA's rungs and stopped trials (cbl.sweep.asha)
     trials/<trial_id>/       one folder per trial, written by the trial itself:
         trial.json           sampled parameters, state (running|finished|stopped|error), error reason
         config.yaml          the trial's resolved config
@@ -28,8 +28,8 @@ from typing import Any
 from cbl.errors import UsageError
 from cbl.yamlio import atomic_write_text
 
-__all__ = ["TrialInfo", "SWEEP_FILE", "read_sweep", "write_sweep", "read_trials", "write_trial_state",
-           "best_trial", "format_status_table", "require_experiment"]
+__all__ = ["SWEEP_FILE", "TRIALS_DIR", "TrialInfo", "best_trial", "format_param", "format_status_table", "read_sweep",
+           "read_trials", "require_experiment", "trial_dir", "write_sweep", "write_trial_state"]
 
 SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"
@@ -126,7 +126,8 @@ def best_trial(trials: list[TrialInfo], mode: str = "min") -> TrialInfo | None:
     return ranked[0] if ranked else None
 
 
-def _fmt(value: Any) -> str:
+def format_param(value: Any) -> str:
+    """A sampled parameter's value as status tables and trial lines show it: floats to 3 significant digits."""
     if isinstance(value, float):
         return f"{value:.3g}"
     return str(value)
@@ -140,7 +141,7 @@ def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int |
     for t in sorted(trials, key=lambda t: _sort_key(t, mode)):
         eer = "-" if math.isnan(t.best_dev_eer) else f"{100 * t.best_dev_eer:.2f}%"
         rows.append([t.trial_id, t.state, str(t.epochs), eer, str(t.best_epoch) if t.epochs else "-",
-                     *(_fmt(t.params[k]) if k in t.params else "-" for k in keys)])
+                     *(format_param(t.params[k]) if k in t.params else "-" for k in keys)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     counts: dict[str, int] = {}

@@ -2,7 +2,7 @@
 
 Ray Tune drops the scheduler's state when it snapshots an experiment and rebuilds
 ASHA empty on restore, so a weak trial that an uninterrupted sweep stops at its
-first rung would run to the end after a resume (../shared/RAY_NOTES.md). This
+first rung would run to the end after a resume. This
 subclass writes its rungs and the set of trials it stopped to a JSON file in the
 experiment folder after every decision (atomically) and reads it back when
 restored: the rungs are as before the interruption, and a trial it already

@@ -1,0 +1,87 @@
+"""What a sweep's trials share: :class:`SweepSettings` (plain data a trial rebuilds its config from) and
+:func:`prepare_sweep` (every check that can be made before Ray starts)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cbl.config import absolute_paths, apply_overrides, parse_set_options
+from cbl.data import load_split
+from cbl.errors import UsageError
+from cbl.feature_cache import check_cache_config
+from cbl.profiles import DEMO_OVERRIDES, resolve_config
+from cbl.sweep.space import SearchSpace, expand_grid, parse_search_space
+from cbl.yamlio import load_yaml
+
+__all__ = ["SweepSettings", "prepare_sweep"]
+
+
+@dataclass
+class SweepSettings:
+    """Everything a trial (and ``resume``) needs to rebuild its config: plain data, JSON-safe."""
+
+    space_data: dict[str, Any]  # the search-space file as parsed YAML
+    space_source: str
+    demo: bool
+    set_options: list[str]
+    experiment_dir: str
+    num_samples: int
+    base_dir: str = ""  # where the command ran: relative paths in the config are relative to it
+
+    def space(self) -> SearchSpace:
+        spec = parse_search_space(self.space_data, source=self.space_source, demo=self.demo)
+        spec.num_samples = self.num_samples
+        return spec
+
+    def trial_config(self, sampled: dict[str, Any]):
+        """Defaults -> fixed -> demo profile -> the file's demo.fixed -> sampled -> --set (cbl.profiles order)."""
+        spec = self.space()
+        config = apply_overrides(resolve_config(None), spec.fixed, source=self.space_source)
+        if self.demo:
+            config = apply_overrides(config, DEMO_OVERRIDES, source="--demo")
+            # the file's own demo block has the last word over the built-in demo profile
+            demo_fixed = (self.space_data.get("demo") or {}).get("fixed") or {}
+            config = apply_overrides(config, demo_fixed, source=f"{self.space_source} (demo.fixed)")
+        config = apply_overrides(config, sampled, source="search space")
+        if self.set_options:
+            config = apply_overrides(config, parse_set_options(self.set_options), source="--set", from_string=True)
+        if self.base_dir:
+            config = absolute_paths(config, self.base_dir)
+        return config
+
+
+def prepare_sweep(space_path: Path, *, demo: bool, set_options: list[str], storage: Path,
+                  name: str | None, num_samples: int | None) -> tuple[SweepSettings, SearchSpace]:
+    """Validate everything before Ray starts; return the settings and the parsed space."""
+    data, lines = load_yaml(space_path, expect_mapping=True)
+    spec = parse_search_space(data, source=str(space_path), lines=lines, demo=demo)
+    if name is not None:
+        data = {**data, "name": name}
+        spec = parse_search_space(data, source=str(space_path), lines=lines, demo=demo)
+    if num_samples is not None:
+        if num_samples < 1:
+            raise UsageError(f"--num-samples is {num_samples}, but must be >= 1")
+        spec.num_samples = num_samples
+    settings = SweepSettings(space_data=data, space_source=str(space_path), demo=demo,
+                             set_options=list(set_options), experiment_dir=str(storage / spec.name),
+                             num_samples=spec.num_samples, base_dir=os.getcwd())
+    # every trial's config must resolve: check the fixed part and one point of each value now
+    base = settings.trial_config({})
+    check_cache_config(base)
+    if spec.algorithm == "grid":
+        for point in expand_grid(spec):
+            settings.trial_config(point)
+    else:
+        for p in spec.params:
+            for value in p.values or (p.low, p.high):
+                settings.trial_config({p.key: value})
+    # the data must be there before any trial starts (and the demo corpus generated once, here)
+    for split in ("train", "dev"):
+        load_split(base.data, split)
+    if spec.scheduler == "asha" and base.train.epochs < spec.grace_period:
+        raise UsageError(f"{space_path}: train.epochs ({base.train.epochs}) is below scheduler.grace_period "
+                         f"({spec.grace_period}); ASHA could never stop a trial")
+    return settings, spec
