@@ -23,7 +23,7 @@ from cbl.report import figures
 from cbl.report.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from cbl.report.models import ModelView, analyse_trial, eer_or_nan, loss_type, write_projector
 from cbl.report.tables import (format_eer, format_value, importance_table, marginal_rows, marginal_table,
-                               param_importance, rank_trials, results_table, searched_keys)
+                               natural_key, param_importance, rank_trials, results_table, searched_keys)
 from cbl.sweep.space import Param, parse_search_space
 from cbl.sweep.store import TrialInfo, best_trial, read_sweep, read_trials, require_experiment
 from cbl.yamlio import atomic_write_bytes, atomic_write_text
@@ -102,12 +102,33 @@ def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None, 
     sweep = read_sweep(experiment_dir)
     warnings: list[str] = []
     params, mode, settings = _space(sweep, warnings)
-    by_key = {p.key: p for p in params}
     trials = read_trials(experiment_dir)
     keys = searched_keys(params, trials)
     w = _Writer(out)
+    best = best_trial(trials, mode)
+    _header_section(w, experiment_dir, sweep, settings, trials, mode, keys, best, warnings)
+    _table_sections(w, trials, keys, {p.key: p for p in params}, mode)
+    _learning_curve_section(w, trials, keys, best, mode)
+    projector = None
+    if models and best is not None:
+        try:
+            views = _analyse(experiment_dir, trials, best, mode, out / "cache", max_points, echo)
+            projector = _model_sections(w, experiment_dir, views, keys)
+        except (CblError, OSError) as exc:  # e.g. the dataset is not on this machine: keep the sweep tables
+            message = f"the model sections are missing: {exc}"
+            warnings.append(message)
+            echo(f"warning: {message}")
+            w.add(Heading(2, "Best models on the eval split"), Paragraph(f"Not available: {exc}"))
 
-    # ---- header
+    md = atomic_write_text(out / "report.md", to_markdown(w.blocks))
+    page = atomic_write_text(out / "report.html", to_html(w.blocks, f"cbl sweep report: {experiment_dir.name}"))
+    return ReportFiles(md, page, w.figures, projector, warnings)
+
+
+def _header_section(w: _Writer, experiment_dir: Path, sweep: dict[str, Any], settings: dict[str, Any],
+                    trials: list[TrialInfo], mode: str, keys: list[str], best: TrialInfo | None,
+                    warnings: list[str]) -> None:
+    """The title, what the sweep is, the demo notice, notes, and the best trial in one line."""
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state] = counts.get(t.state, 0) + 1
@@ -123,12 +144,14 @@ def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None, 
                         "pipeline runs end to end, not a result to report."))
     if warnings:
         w.add(Bullets([f"Note: {message}." for message in warnings]))
-    best = best_trial(trials, mode)
     if best is not None:
         w.add(Paragraph(f"**Best trial** `{best.trial_id}`: dev EER {format_eer(best.best_dev_eer)} at epoch "
                         f"{best.best_epoch} ({_short_params(best, keys) or 'no sampled parameters'})."))
 
-    # ---- tables
+
+def _table_sections(w: _Writer, trials: list[TrialInfo], keys: list[str], by_key: dict[str, Param],
+                    mode: str) -> None:
+    """Results, dev EER per parameter value, hyperparameter importance."""
     w.add(Heading(2, "Results"),
           Paragraph("Every trial, best dev EER first. State: `finished` ran all epochs, `stopped` was stopped "
                     "early by ASHA, `error` failed; `-` marks a parameter the trial did not sample."),
@@ -158,7 +181,10 @@ def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None, 
     if importance.left_out:
         w.add(Paragraph("Left out of the importance study:"), Bullets(importance.left_out))
 
-    # ---- learning curves
+
+def _learning_curve_section(w: _Writer, trials: list[TrialInfo], keys: list[str], best: TrialInfo | None,
+                            mode: str) -> None:
+    """Dev EER per epoch of every trial, the best one marked."""
     w.add(Heading(2, "Learning curves"))
     ranked = rank_trials(trials, mode)
     if any(t.history for t in ranked):
@@ -169,22 +195,6 @@ def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None, 
                  "Dashed lines ending in a large X: trials that ASHA stopped early.")
     else:
         w.add(Paragraph("No trial has finished an epoch yet."))
-
-    # ---- models
-    projector = None
-    if models and best is not None:
-        try:
-            views = _analyse(experiment_dir, trials, best, mode, out / "cache", max_points, echo)
-            projector = _model_sections(w, experiment_dir, views, keys)
-        except (CblError, OSError) as exc:  # e.g. the dataset is not on this machine: keep the sweep tables
-            message = f"the model sections are missing: {exc}"
-            warnings.append(message)
-            echo(f"warning: {message}")
-            w.add(Heading(2, "Best models on the eval split"), Paragraph(f"Not available: {exc}"))
-
-    md = atomic_write_text(out / "report.md", to_markdown(w.blocks))
-    page = atomic_write_text(out / "report.html", to_html(w.blocks, f"cbl sweep report: {experiment_dir.name}"))
-    return ReportFiles(md, page, w.figures, projector, warnings)
 
 
 def _analyse(experiment_dir: Path, trials: list[TrialInfo], best: TrialInfo, mode: str, cache: Path,
@@ -206,7 +216,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
     w.add(Heading(2, "Best models on the eval split"),
           Paragraph("Each trial's best checkpoint (by dev EER) scored on the eval split. **Seen** attacks occur "
                     "among the spoofs of the train split; **unseen** ones do not (seen here: "
-                    f"{', '.join(sorted(seen, key=figures._natural)) or 'none'})."))
+                    f"{', '.join(sorted(seen, key=natural_key)) or 'none'})."))
     rows = []
     per_attack: list[tuple[str, dict[str, float]]] = []
     for v in views:
@@ -217,7 +227,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
                      format_eer(eer_or_nan(v.eval_scores, v.eval_labels)),
                      format_eer(eer_or_nan(v.eval_scores, v.eval_labels, is_seen)),
                      format_eer(eer_or_nan(v.eval_scores, v.eval_labels, ~is_seen))])
-        kinds = sorted({a for a, label in zip(v.eval_attacks, v.eval_labels) if label == 0}, key=figures._natural)
+        kinds = sorted({a for a, label in zip(v.eval_attacks, v.eval_labels) if label == 0}, key=natural_key)
         eers = {a: eer_or_nan(v.eval_scores, v.eval_labels, attacks == a) for a in kinds}
         eers["pooled"] = eer_or_nan(v.eval_scores, v.eval_labels)
         per_attack.append((f"{v.trial.trial_id} ({v.loss_type})", eers))
@@ -227,7 +237,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
     w.figure("det_eval.png", figures.det_curves(
         [(f"{v.trial.trial_id} ({v.loss_type})", v.eval_scores[v.eval_labels == 1], v.eval_scores[v.eval_labels == 0])
          for v in views]), "DET curves on the eval split")
-    attacks = sorted({a for _, eers in per_attack for a in eers if a != "pooled"}, key=figures._natural)
+    attacks = sorted({a for _, eers in per_attack for a in eers if a != "pooled"}, key=natural_key)
     table_rows = [[a, "yes" if a in seen else "no",
                    str(sum(1 for x, label in zip(views[0].eval_attacks, views[0].eval_labels) if label == 0 and x == a)),
                    *(format_eer(eers.get(a, math.nan)) for _, eers in per_attack)] for a in attacks]

@@ -19,6 +19,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
+from cbl.report.tables import natural_key
+
 __all__ = ["learning_curves", "importance_bars", "det_curves", "attack_bars", "embedding_scatter"]
 
 _DPI = 100
@@ -151,18 +153,12 @@ def det_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], split: str 
     return _png(fig)
 
 
-def _natural(text: str) -> list[Any]:
-    import re
-
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
-
-
 def attack_bars(models: Sequence[tuple[str, dict[str, float]]], seen: set[str]) -> bytes:
     """Grouped bars of per-attack EER (plus "pooled"); attacks unseen in training are hatched and shaded.
 
     models: (label, {attack: EER in [0, 1]}).
     """
-    attacks = sorted({a for _, rows in models for a in rows if a != "pooled"}, key=_natural)
+    attacks = sorted({a for _, rows in models for a in rows if a != "pooled"}, key=natural_key)
     ordered = [a for a in attacks if a in seen] + [a for a in attacks if a not in seen] + ["pooled"]
     fig = Figure(figsize=(max(7.0, 0.55 * len(ordered) * max(1, len(models)) + 2), 4.8))
     ax = fig.subplots()
@@ -225,7 +221,7 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, attacks: Sequence[
                                        label=f"bonafide ({int(bonafide.sum())})"))
         bona_title = "bonafide (no centers: ce_only)"
     attack_array = np.asarray(attacks, dtype=object)
-    spoof_kinds = sorted({a for a, label in zip(attacks, labels) if label == 0}, key=_natural)
+    spoof_kinds = sorted({a for a, label in zip(attacks, labels) if label == 0}, key=natural_key)
     spoof_handles = []
     for attack, colour in zip(spoof_kinds, _colours(len(spoof_kinds), "Dark2" if len(spoof_kinds) <= 8 else "tab20")):
         mask = (labels == 0) & (attack_array == attack)

@@ -23,7 +23,7 @@ from cbl.errors import CblError
 from cbl.sweep.store import TrialInfo
 from cbl.yamlio import atomic_write_bytes
 
-__all__ = ["ModelView", "analyse_trial", "loss_type", "write_projector"]
+__all__ = ["ModelView", "analyse_trial", "eer_or_nan", "loss_type", "write_projector"]
 
 
 @dataclass
@@ -231,5 +231,3 @@ def eer_or_nan(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None =
         return math.nan
     return compute_eer(scores[labels == 1], scores[spoof])[0]
 
-
-__all__ += ["eer_or_nan"]

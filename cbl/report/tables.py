@@ -7,6 +7,7 @@ model), so these tables can be made while a sweep is still running.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -17,7 +18,7 @@ from cbl.report.document import Table
 from cbl.sweep.space import Param
 from cbl.sweep.store import TrialInfo
 
-__all__ = ["format_eer", "format_value", "searched_keys", "rank_trials", "results_table", "MarginalRow",
+__all__ = ["format_eer", "format_value", "natural_key", "searched_keys", "rank_trials", "results_table", "MarginalRow",
            "marginal_rows", "marginal_table", "Importance", "param_importance", "importance_table"]
 
 # A continuous parameter is shown per bin: a table row per sampled learning rate says nothing.
@@ -28,6 +29,11 @@ _ENDED = ("finished", "stopped", "error")
 
 def format_eer(value: float) -> str:
     return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders embedded numbers by value: A2 before A10, C9 before C10."""
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text)]
 
 
 def format_value(value: Any) -> str:
