@@ -1,6 +1,6 @@
 """The RawBoost implementation cbl shipped before it followed the published reference; for the bench only.
 
-Kept importable so that ``cbl-search bench`` (row 9) times it side by side with
+Kept beside the bench so that ``cbl-search bench`` (row 9) times it side by side with
 :mod:`cbl.data.rawboost` in one run. It is NOT the published RawBoost (notch
 cascades not peak-normalised, accumulated LnL gains, ISD hitting exactly P% of
 the samples, no DC removal, level rescaled to the input's peak): never train with it.
