@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from cbl.config import ExperimentConfig, config_from_dict, config_to_dict
-from cbl.errors import CblError
+from cbl.errors import CblError, join_first
 from cbl.yamlio import atomic_write_bytes
 
 __all__ = [
@@ -116,7 +116,6 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)):
             if keys:
-                shown = ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-                parts.append(f"{label}: {shown}")
+                parts.append(f"{label}: {join_first(keys)}")
         raise CheckpointError(f"{source}: checkpoint does not fit the model ({'; '.join(parts)})")
     model.load_state_dict(state, strict=True)

@@ -119,8 +119,7 @@ asv_key_option = click.option(
 @demo_option
 def config_command(config_path: Path | None, set_options: tuple[str, ...], demo: bool) -> None:
     """Validate a config file and print the resolved configuration as YAML."""
-    from cbl.config import config_to_dict
-    from cbl.profiles import resolve_config
+    from cbl.config import config_to_dict, resolve_config
     from cbl.yamlio import dump_yaml
 
     config = resolve_config(config_path, set_options, demo=demo)
@@ -162,20 +161,15 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
 
     Rerunning the same command with the same --out resumes an interrupted run.
     """
-    from cbl.config import load_config
-    from cbl.profiles import DEMO_NOTICE, resolve_config
+    from cbl.config import DEMO_NOTICE, check_same_config, load_config, resolve_config
     from cbl.reporting import ConsoleReporter
-    from cbl.train import config_differences, fit
+    from cbl.train import fit
 
     config = resolve_config(config_path, set_options, demo=demo)
     run_dir = out_dir or _default_run_dir(config_path, demo)
     existing = run_dir / "config.yaml"
     if (run_dir / "checkpoints" / "last.pt").is_file() and existing.is_file():
-        differences = config_differences(load_config(existing), config)
-        if differences:
-            shown = "; ".join(differences[:5]) + (f" (+{len(differences) - 5} more)" if len(differences) > 5 else "")
-            raise UsageError(f"{run_dir}: holds a run with another configuration ({shown}); "
-                             "choose a new --out folder")
+        check_same_config(load_config(existing), config, folder=run_dir, advice="choose a new --out folder")
         click.echo(f"resuming the run in {run_dir}")
     if config.data.corpus == "demo":
         click.echo(DEMO_NOTICE)

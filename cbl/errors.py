@@ -7,7 +7,9 @@ Every message is one sentence naming the file, line or key and what was expected
 
 from __future__ import annotations
 
-__all__ = ["CblError", "UsageError", "ConfigError", "ProtocolError", "AudioError", "DataRootError"]
+from collections.abc import Sequence
+
+__all__ = ["AudioError", "CblError", "ConfigError", "DataRootError", "ProtocolError", "UsageError", "join_first"]
 
 
 class CblError(Exception):
@@ -40,3 +42,9 @@ class DataRootError(UsageError):
 
 class AudioError(CblError, ValueError):
     """An audio file is empty, unreadable or holds non-finite samples."""
+
+
+def join_first(items: Sequence[str], sep: str = ", ", limit: int = 5) -> str:
+    """The first ``limit`` items joined by ``sep``, then ``(+N more)``: how a one-line message names many things."""
+    shown = sep.join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")

@@ -38,8 +38,8 @@ from cbl.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from cbl.config import ExperimentConfig, config_to_dict, save_config
-from cbl.errors import CblError, UsageError
+from cbl.config import ExperimentConfig, check_same_config, save_config
+from cbl.errors import CblError
 
 logger = logging.getLogger(__name__)
 PREVIOUS = "previous.pt"  # the checkpoint before last.pt, the fallback when last.pt is damaged
@@ -47,10 +47,8 @@ PREVIOUS = "previous.pt"  # the checkpoint before last.pt, the fallback when las
 __all__ = [
     "FitResult",
     "Reporter",
-    "RUNTIME_KEYS",
     "TrainingDiverged",
     "apply_determinism",
-    "config_differences",
     "autocast_for",
     "fit",
     "forward_batch",
@@ -60,10 +58,6 @@ __all__ = [
     "set_threads",
 ]
 
-# Keys that say where and how fast a run executes, not what it computes: a run may
-# resume with other values (a dataset moved to another disk, another thread count).
-RUNTIME_KEYS = frozenset({"data.root", "data.num_workers", "train.num_threads", "train.device", "train.eval_batch_size",
-                          "train.feature_cache", "train.feature_cache_dir"})
 
 
 class TrainingDiverged(CblError):
@@ -88,15 +82,6 @@ class FitResult:
         return self.run_dir / "checkpoints" / "best.pt"
 
 
-def config_differences(saved: ExperimentConfig, current: ExperimentConfig, *, ignore=RUNTIME_KEYS) -> list[str]:
-    """``key: saved -> current`` for every dotted key whose value differs (keys in ``ignore`` skipped)."""
-    old, new = config_to_dict(saved), config_to_dict(current)
-    return [
-        f"{section}.{name}: {old[section][name]!r} -> {value!r}"
-        for section, fields in new.items()
-        for name, value in fields.items()
-        if f"{section}.{name}" not in ignore and old[section][name] != value
-    ]
 
 
 def learning_rate_scale(step: int, steps_per_epoch: int, config: ExperimentConfig) -> float:
@@ -543,13 +528,8 @@ def _resume_payload(ckpt_dir: Path, config: ExperimentConfig) -> tuple[dict[str,
             logger.warning("%s; trying the previous checkpoint", exc)
             failures.append(str(exc))
             continue
-        differences = config_differences(saved, config)
-        if differences:
-            shown = "; ".join(differences[:5]) + (f" (+{len(differences) - 5} more)" if len(differences) > 5 else "")
-            raise UsageError(
-                f"{ckpt_dir.parent}: holds a run with another configuration ({shown}); "
-                "resume it with its own config.yaml, or train into a new folder"
-            )
+        check_same_config(saved, config, folder=ckpt_dir.parent,
+                          advice="resume it with its own config.yaml, or train into a new folder")
         if failures:
             logger.warning("resuming %s from %s (epoch %d)", ckpt_dir.parent, path.name, payload["epoch"] + 1)
         return payload, path

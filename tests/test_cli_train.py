@@ -16,7 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import cbl.reporting
 from cbl.cli import cli
 from cbl.config import load_config
-from cbl.profiles import resolve_config
+from cbl.config import resolve_config
 from cbl.train import read_history
 
 REPO = Path(__file__).resolve().parents[1]

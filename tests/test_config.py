@@ -16,7 +16,7 @@ from cbl.config import (
     parse_set_options,
     save_config,
 )
-from cbl.profiles import DEMO_OVERRIDES, resolve_config
+from cbl.config import DEMO_OVERRIDES, resolve_config
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:

@@ -17,7 +17,7 @@ from cbl.cli import cli
 from cbl.data import load_split
 from cbl.evaluate import evaluate_records, load_model, score_records
 from cbl.metrics import compute_eer
-from cbl.profiles import resolve_config
+from cbl.config import resolve_config
 from cbl.train import fit, read_history
 
 from tiny import TINY
@@ -63,7 +63,7 @@ def test_rebuilt_model_reproduces_the_training_dev_eer(run, tmp_path):
     config, run_dir = run
     loaded = load_model(run_dir / "checkpoints" / "best.pt")
     # rebuilt from its own config, not from the caller's (runtime keys such as data.num_workers: -1 made concrete)
-    from cbl.train import config_differences
+    from cbl.config import config_differences
 
     assert config_differences(loaded.config, config) == [] and loaded.config.data.num_workers == 0
     result = evaluate_records(loaded, load_split(config.data, "dev"), tmp_path / "dev.txt")

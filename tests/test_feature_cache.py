@@ -23,7 +23,7 @@ from cbl.data import TrainDataset, load_split
 from cbl.errors import ConfigError
 from cbl.feature_cache import FeatureDataset, collate_features, describe_cache, frontend_fingerprint, open_or_build
 from cbl.model import build_model
-from cbl.profiles import resolve_config
+from cbl.config import resolve_config
 from cbl.train import fit, read_history
 
 from tiny import TINY, as_set_args

@@ -277,7 +277,7 @@ def test_a_normalising_front_end_ignores_the_input_gain(folders) -> None:
 def test_normalisation_is_part_of_the_feature_cache_key(tmp_path, folders) -> None:
     from cbl.data import load_split
     from cbl.feature_cache import frontend_fingerprint, open_or_build
-    from cbl.profiles import resolve_config
+    from cbl.config import resolve_config
 
     entries = []
     for setting in ("true", "false"):

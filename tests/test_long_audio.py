@@ -13,7 +13,7 @@ import torch
 
 from cbl.config import ModelConfig
 from cbl.model import build_model
-from cbl.profiles import resolve_config
+from cbl.config import resolve_config
 from cbl.train import fit
 
 from tiny import TINY

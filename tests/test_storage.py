@@ -15,7 +15,7 @@ from tiny import as_set_args
 import cbl.yamlio
 from cbl.checkpoint import load_checkpoint, save_checkpoint
 from cbl.cli import cli, describe_os_error
-from cbl.profiles import resolve_config
+from cbl.config import resolve_config
 from cbl.train import read_history
 from cbl.yamlio import atomic_write_text
 

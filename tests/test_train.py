@@ -21,7 +21,7 @@ import cbl.train
 from cbl.checkpoint import CheckpointError, load_checkpoint
 from cbl.data import load_split
 from cbl.errors import CblError, DataRootError, UsageError
-from cbl.profiles import resolve_config
+from cbl.config import resolve_config
 from cbl.train import (
     TrainingDiverged,
     _autocast,

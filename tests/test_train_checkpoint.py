@@ -12,7 +12,7 @@ import torch
 from cbl.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from cbl.config import ModelConfig
 from cbl.model import build_model
-from cbl.profiles import resolve_config
+from cbl.config import resolve_config
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cbl.config import absolute_paths, apply_overrides, parse_set_options
+from cbl.config import ExperimentConfig, resolve_config
 from cbl.data import load_split
 from cbl.errors import UsageError
 from cbl.feature_cache import check_cache_config
-from cbl.profiles import DEMO_OVERRIDES, resolve_config
 from cbl.sweep.space import SearchSpace, expand_grid, parse_search_space
 from cbl.yamlio import load_yaml
 
@@ -36,21 +35,12 @@ class SweepSettings:
         spec.num_samples = self.num_samples
         return spec
 
-    def trial_config(self, sampled: dict[str, Any]):
-        """Defaults -> fixed -> demo profile -> the file's demo.fixed -> sampled -> --set (cbl.profiles order)."""
-        spec = self.space()
-        config = apply_overrides(resolve_config(None), spec.fixed, source=self.space_source)
-        if self.demo:
-            config = apply_overrides(config, DEMO_OVERRIDES, source="--demo")
-            # the file's own demo block has the last word over the built-in demo profile
-            demo_fixed = (self.space_data.get("demo") or {}).get("fixed") or {}
-            config = apply_overrides(config, demo_fixed, source=f"{self.space_source} (demo.fixed)")
-        config = apply_overrides(config, sampled, source="search space")
-        if self.set_options:
-            config = apply_overrides(config, parse_set_options(self.set_options), source="--set", from_string=True)
-        if self.base_dir:
-            config = absolute_paths(config, self.base_dir)
-        return config
+    def trial_config(self, sampled: dict[str, Any]) -> ExperimentConfig:
+        """A trial's config in :func:`cbl.config.resolve_config`'s order, the space file's ``fixed`` as its file."""
+        return resolve_config(None, self.set_options, demo=self.demo, sampled=sampled, fixed=self.space().fixed,
+                              fixed_source=self.space_source,
+                              demo_fixed=(self.space_data.get("demo") or {}).get("fixed") or {},
+                              base_dir=self.base_dir or None)
 
 
 def prepare_sweep(space_path: Path, *, demo: bool, set_options: list[str], storage: Path,
