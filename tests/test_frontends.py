@@ -450,7 +450,7 @@ def test_score_and_evaluate_print_results_only_on_stdout(trained, corpus, tmp_pa
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "cbl.cli", *args], capture_output=True, text=True, env=env,
+        done = subprocess.run([sys.executable, "-m", "cbl", *args], capture_output=True, text=True, env=env,
                               timeout=300, check=False)
         assert done.returncode == 0, done.stderr
         for stream in (done.stdout, done.stderr):

@@ -80,7 +80,7 @@ def measure_feature_cache_sweep(ctx: BenchContext) -> list[Row]:
     wall, train = {}, {}
     for side in ("cache", "audio"):
         folder = Path(tempfile.mkdtemp(prefix=f"heads-{side}-", dir=ctx.work_dir))
-        command = [sys.executable, "-m", "cbl.cli", "run", str(space), "--demo", "--storage", str(folder),
+        command = [sys.executable, "-m", "cbl", "run", str(space), "--demo", "--storage", str(folder),
                    "--no-final-eval", "--set", f"train.feature_cache={'true' if side == 'cache' else 'false'}"]
         command += [arg for item in sets for arg in ("--set", item)]
         ctx.echo(f"  [8] head_only.yaml --demo through Ray, {side}")

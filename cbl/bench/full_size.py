@@ -46,7 +46,7 @@ def measure_full_size(ctx: BenchContext) -> list[Row]:
             "train.max_steps_per_epoch": 1, "train.eval_batch_size": 4, "train.device": ctx.device,
             "train.num_threads": FULL_SIZE_THREADS if full else ctx.threads}
     run_dir = ctx.work_dir / "full-size-run"
-    command = [sys.executable, "-m", "cbl.cli", "train", "--demo", "--out", str(run_dir), "--no-progress"]
+    command = [sys.executable, "-m", "cbl", "train", "--demo", "--out", str(run_dir), "--no-progress"]
     command += [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
     ctx.echo("  [10] cbl-search train: 1 step at batch 2 of 4-s crops, then dev scoring")
     run = run_measured(command, ctx.work_dir / "full-size.log")

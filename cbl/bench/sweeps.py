@@ -43,7 +43,7 @@ def _sweep_and_direct(ctx: BenchContext) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="sweep-", dir=ctx.work_dir))
     space = folder / "space.yaml"
     space.write_text(_RAY_SPACE.format(gpu=1 if ctx.device == "cuda" else 0))
-    command = [sys.executable, "-m", "cbl.cli", "run", str(space), "--demo", "--storage", str(folder / "runs"),
+    command = [sys.executable, "-m", "cbl", "run", str(space), "--demo", "--storage", str(folder / "runs"),
                "--no-final-eval"] + [arg for item in sets for arg in ("--set", item)]
     ctx.echo("  [2/7] 1-trial sweep through Ray (cbl-search run)")
     sweep = run_measured(command, folder / "sweep.log", spawns_children=True)
@@ -52,7 +52,7 @@ def _sweep_and_direct(ctx: BenchContext) -> dict[str, Any]:
         raise CblError(f"bench: the 1-trial sweep failed (exit {sweep['returncode']}); see {folder / 'sweep.log'}")
     save_config(config, folder / "direct.yaml")
     ctx.echo("  [2/7] the same configuration called directly (cbl-search train)")
-    direct = run_measured([sys.executable, "-m", "cbl.cli", "train", str(folder / "direct.yaml"), "--out",
+    direct = run_measured([sys.executable, "-m", "cbl", "train", str(folder / "direct.yaml"), "--out",
                             str(folder / "direct"), "--no-progress"], folder / "direct.log")
     if direct["returncode"] != 0:
         raise CblError(f"bench: the direct training run failed (exit {direct['returncode']}); "

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cbl.config import DataConfig
+from cbl.config import SPLITS, DataConfig
 from cbl.data.demo import demo_root
 from cbl.data.protocols import (
     Protocol,
@@ -44,7 +44,7 @@ from cbl.errors import DataRootError, UsageError
 
 __all__ = ["SPLIT_NAMES", "load_split", "subsample_train"]
 
-SPLIT_NAMES = ("train", "dev", "eval")
+SPLIT_NAMES = SPLITS
 _2019_SUFFIX = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
 
 

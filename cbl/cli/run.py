@@ -1,119 +1,21 @@
-"""The ``cbl-search`` command line: one click group, one function per command.
-
-Errors: our :class:`~cbl.errors.UsageError` (bad file, key, option) exits 2,
-any other :class:`~cbl.errors.CblError` exits 1, both as one line without a
-traceback; ``--debug`` shows the traceback instead.
-"""
+"""Commands on one run: ``config``, ``demo-data``, ``train``, ``evaluate``, ``score``."""
 
 from __future__ import annotations
 
-import errno
-import os
 import sys
+import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from cbl import __version__
-from cbl.errors import CblError, UsageError
+from cbl.cli.options import (asv_key_option, asv_scores_option, config_file, corpus_option, demo_option, set_option,
+                             split_choice)
+from cbl.errors import UsageError
 
-__all__ = ["cli", "describe_os_error", "main"]
-
-
-class InputError(click.ClickException):
-    """Bad input: exit code 2 like click's usage errors, but without the usage banner."""
-
-    exit_code = 2
+__all__ = ["COMMANDS", "config_command", "demo_data_command", "evaluate_command", "score_command", "train_command"]
 
 
-def _translate(exc: BaseException) -> click.ClickException:
-    if isinstance(exc, UsageError):
-        return InputError(str(exc))
-    if isinstance(exc, CblError):
-        return click.ClickException(str(exc))
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's (CUDA) OOM by name:
-        where = "GPU " if type(exc).__name__ == "OutOfMemoryError" else ""     # no torch import for --help
-        return click.ClickException(f"out of {where}memory (try a smaller train.batch_size, with optim.grad_accum "
-                                    "to keep the effective batch)")
-    if isinstance(exc, OSError):
-        return click.ClickException(describe_os_error(exc))
-    return click.ClickException(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
-
-
-# Storage faults a long sweep meets (full disk, quota, lost permissions, a remount read-only):
-# what to say about each, after "<path>: ". Files already written stay intact (atomic writes).
-_STORAGE_FAULTS = {
-    errno.ENOSPC: "no space left on device; free some space, then rerun or resume (files already written are intact)",
-    errno.EDQUOT: "disk quota exceeded; free some space, then rerun or resume (files already written are intact)",
-    errno.EACCES: "permission denied (reading: check the file's permissions; writing: give a folder this user can "
-                  "write to, e.g. --storage or --out)",
-    errno.EPERM: "operation not permitted (reading: check the file's permissions; writing: give a folder this user "
-                 "can write to, e.g. --storage or --out)",
-    errno.EROFS: "read-only file system; give a writable folder (e.g. --storage or --out)",
-}
-
-
-def describe_os_error(exc: OSError) -> str:
-    """One line for an OSError: the path first (when known), then what went wrong and what to do."""
-    what = _STORAGE_FAULTS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
-    line = f"{exc.filename}: {what}" if exc.filename is not None else what
-    return line.replace("\n", "\\n").replace("\r", "\\r")  # one line whatever the path held
-
-
-class CblGroup(click.Group):
-    """Turns our exceptions into one-line messages with the right exit code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:  # noqa: BLE001 - the CLI boundary
-            if ctx.obj and ctx.obj.get("debug"):
-                raise
-            raise _translate(exc) from None
-
-
-@click.group(cls=CblGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, "--version", prog_name="cbl-search")
-@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Hyperparameter search for audio deepfake detection with a bonafide-only cluster metric loss.
-
-    \b
-    Quick start (synthetic corpus, tiny random-weight wav2vec2: a pipeline check, not results):
-      cbl-search run search_spaces/ablation.yaml --demo
-    """
-    ctx.ensure_object(dict)
-    ctx.obj["debug"] = debug
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-config_file = click.argument(
-    "config_path", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-)
-set_option = click.option(
-    "--set",
-    "set_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config value, e.g. --set loss.alpha=2.0 (repeatable).",
-)
-demo_option = click.option(
-    "--demo", is_flag=True, help="Use the built-in synthetic corpus and the tiny random-weight model."
-)
-asv_scores_option = click.option(
-    "--asv-scores", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="The organisers' ASV scores, for min t-DCF: ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt, or the "
-         "2021 keys' LA/ASV/ASVTorch_Kaldi/score.txt (with --asv-key).")
-asv_key_option = click.option(
-    "--asv-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="The 2021 keys' LA/ASV/trial_metadata.txt that --asv-scores (a 2021 score.txt) pairs with line by line.")
-
-
-@cli.command("config")
+@click.command("config")
 @config_file
 @set_option
 @demo_option
@@ -126,7 +28,7 @@ def config_command(config_path: Path | None, set_options: tuple[str, ...], demo:
     click.echo(dump_yaml(config_to_dict(config)), nl=False)
 
 
-@cli.command("demo-data")
+@click.command("demo-data")
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True, help="The corpus is deterministic for a seed.")
 @click.option("--utterances", default=480, show_default=True, help="Utterances per split.")
@@ -142,13 +44,11 @@ def demo_data_command(out_dir: Path, seed: int, utterances: int, seconds: float)
 
 
 def _default_run_dir(config_path: Path | None, demo: bool) -> Path:
-    import time
-
     stem = "demo" if demo else (config_path.stem if config_path else "run")
     return Path("cbl_runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-@cli.command("train")
+@click.command("train")
 @config_file
 @set_option
 @demo_option
@@ -212,17 +112,15 @@ def _echo_eval(result, out: Path) -> None:
         )
 
 
-@cli.command("evaluate")
+@click.command("evaluate")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
-@click.option("--split", type=click.Choice(["train", "dev", "eval"]), default=None,
+@click.option("--split", type=split_choice(), default=None,
               help="A split of the checkpoint's own corpus (default: eval).")
 @click.option("--protocol", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Score this protocol instead (read with --corpus).")
 @click.option("--audio-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Audio folder of --protocol.")
-@click.option("--corpus", type=click.Choice(["asvspoof2019_la", "asvspoof2021_la", "asvspoof2021_df",
-                                             "in_the_wild", "folder"]), default=None,
-              help="Format of --protocol (default: the checkpoint's corpus).")
+@corpus_option("Format of --protocol (default: the checkpoint's corpus).")
 @click.option("--overrides", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="YAML of config values laid over the checkpoint's own (e.g. data.root on this machine).")
 @set_option
@@ -274,7 +172,7 @@ def _override_eval_config(config, overrides: Path | None, set_options: tuple[str
     return config
 
 
-@cli.command("score")
+@click.command("score")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
 @click.argument("audio", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also write a TSV here.")
@@ -302,16 +200,4 @@ def score_command(checkpoint: Path, audio: tuple[Path, ...], out: Path | None) -
         atomic_write_text(out, "path\tscore\tdecision\n" + "".join(f"{line}\n" for line in lines))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    cli.main(args=argv, prog_name="cbl-search")
-
-
-# the sweep commands live in their own module; importing it registers them on `cli`
-from cbl import cli_sweep  # noqa: E402,F401
-
-if __name__ == "__main__":  # pragma: no cover
-    # run as `python -m cbl.cli`: use the imported module, the one the sweep commands registered on
-    from cbl.cli import main as _main
-
-    sys.exit(_main())
+COMMANDS = (config_command, demo_data_command, train_command, evaluate_command, score_command)

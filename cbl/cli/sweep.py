@@ -1,19 +1,18 @@
-"""``cbl-search`` sweep commands: run, resume, status, best, final-eval, tensorboard, report.
-
-Registered on the click group of :mod:`cbl.cli` when that module is imported.
-"""
+"""Commands on a sweep: ``run``, ``resume``, ``status``, ``best``, ``final-eval``, ``tensorboard``, ``report``."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
 import click
 
-from cbl.cli import asv_key_option, asv_scores_option, cli, demo_option, set_option
+from cbl.cli.options import asv_key_option, asv_scores_option, corpus_option, demo_option, set_option, split_choice
 from cbl.errors import CblError, UsageError
 
-__all__: list[str] = []
+__all__ = ["COMMANDS", "best_command", "final_eval_command", "final_eval_pending", "report_command", "resume_command",
+           "run_command", "status_command", "tensorboard_command"]
 
 
 def _storage(storage: str | None) -> Path:
@@ -89,7 +88,7 @@ def final_eval_pending(sweep: dict) -> bool:
     return sweep.get("state") == "finished" and sweep.get("final_eval", {}).get("state") == "pending"
 
 
-@cli.command("run")
+@click.command("run")
 @click.argument("space_path", metavar="SPACE.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @demo_option
 @set_option
@@ -154,7 +153,7 @@ def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final
     _finish(experiment_dir, final_seeds, no_final_eval)
 
 
-@cli.command("resume")
+@click.command("resume")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--address", default=None, envvar="RAY_ADDRESS", help="Join a Ray cluster instead of a local Ray.")
 @click.option("--retry-errored", is_flag=True, help="Also retry errored trials (from their last checkpoint).")
@@ -195,7 +194,7 @@ def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None,
     _final_evaluation(experiment_dir, final_seeds if final_seeds is not None else sweep["final_eval"].get("seeds", 0))
 
 
-@cli.command("status")
+@click.command("status")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def status_command(experiment_dir: Path) -> None:
     """Table of trials (state, parameters, epochs, best dev EER), best first; works while a sweep runs."""
@@ -228,7 +227,7 @@ def _echo_cache(experiment_dir: Path) -> None:
             click.echo(line)
 
 
-@cli.command("best")
+@click.command("best")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the best configuration here (default: EXPERIMENT_DIR/best_config.yaml).")
@@ -246,14 +245,13 @@ def best_command(experiment_dir: Path, export_path: Path | None) -> None:
     click.echo(f"configuration: {export_best_config(experiment_dir, best, export_path)}")
 
 
-@cli.command("final-eval")
+@click.command("final-eval")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--split", type=click.Choice(["dev", "eval"]), default="eval", show_default=True)
+@click.option("--split", type=split_choice("train"), default="eval", show_default=True)
 @click.option("--protocol", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Evaluate on this protocol instead (e.g. ASVspoof 2021 DF keys, In-the-Wild meta.csv).")
 @click.option("--audio-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
-@click.option("--corpus", type=click.Choice(["asvspoof2019_la", "asvspoof2021_la", "asvspoof2021_df",
-                                             "in_the_wild", "folder"]), default=None)
+@corpus_option("Format of --protocol (default: the best trial's corpus).")
 @click.option("--seeds", type=click.IntRange(min=0), default=0, show_default=True,
               help="Also retrain the best configuration with this many fresh seeds (not counting the run that won "
                    "the selection) and report their mean +- std.")
@@ -280,21 +278,19 @@ def final_eval_command(experiment_dir: Path, split: str, protocol: Path | None, 
     click.echo(result.summary_line())
 
 
-@cli.command("tensorboard")
+@click.command("tensorboard")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--port", type=int, default=6006, show_default=True)
 @click.option("--print-only", is_flag=True, help="Print the command instead of starting TensorBoard.")
 def tensorboard_command(experiment_dir: Path, port: int, print_only: bool) -> None:
     """Start TensorBoard on an experiment: one run per trial, HParams dashboard for comparing them."""
-    import subprocess
-
     command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(experiment_dir), "--port", str(port)]
     click.echo(f"tensorboard --logdir {experiment_dir} --port {port}")
     if not print_only:
         subprocess.run(command, check=False)  # a list, no shell: the path is never interpreted
 
 
-@cli.command("report")
+@click.command("report")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder (default: EXPERIMENT_DIR/report).")
@@ -318,25 +314,5 @@ def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, 
         click.echo(f"embeddings for the projector: tensorboard --logdir {files.projector}")
 
 
-@cli.command("bench")
-@click.option("--quick", is_flag=True, help="Smaller sizes: under 10 minutes on a 2-core CPU machine.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON file for the numbers (default: cbl_runs/bench-<time>.json).")
-@click.option("--only", default=None, metavar="NAME,...",
-              help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, "
-                   "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep, rawboost; "
-                   "full_size (an XLS-R-300M-sized model, ~10 GB of RAM) only when named here.")
-@click.option("--size", "size_name", type=click.Choice(["tiny", "quick", "full"]), default=None, hidden=True)
-def bench_command(quick: bool, out: Path | None, only: str | None, size_name: str | None) -> None:
-    """Measure what the framework adds to training, side by side: one table of ratios and targets, plus JSON.
-
-    Uses the demo corpus and the tiny model; with a GPU, also a wav2vec2-base-sized
-    random-init model. A benchmark, not a test: the numbers depend on the machine it prints.
-    """
-    import time
-
-    from cbl.bench import parse_only, run_bench, sizes_for
-
-    names = parse_only(only)
-    out = out or Path("cbl_runs") / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    run_bench(sizes_for(quick, size_name), names, out, echo=click.echo)
+COMMANDS = (run_command, resume_command, status_command, best_command, final_eval_command, tensorboard_command,
+            report_command)
