@@ -247,22 +247,13 @@ def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[
 def records_for(config: ExperimentConfig, split: str | None, protocol: Path | None, audio_dir: Path | None,
                 corpus: str | None) -> list[Any]:
     """The records of a split of the config's corpus, or of an explicit protocol file of format ``corpus``."""
-    from cbl.data import load_split
-    from cbl.data import protocols as readers
+    from cbl.data import load_split, read_protocol
 
     if protocol is None:
         return load_split(config.data, split or "eval")
     if audio_dir is None:
         raise UsageError("--protocol needs --audio-dir (the folder its utterance ids point into)")
-    kind = corpus or config.data.corpus
-    skip = config.data.skip_missing
-    if kind == "asvspoof2019_la" or kind == "demo":
-        return readers.read_asvspoof2019(protocol, audio_dir, skip_missing=skip)
-    if kind in ("asvspoof2021_la", "asvspoof2021_df"):
-        return readers.read_asvspoof2021(protocol, audio_dir, track=kind[-2:], skip_missing=skip)
-    if kind == "in_the_wild":
-        return readers.read_in_the_wild(protocol, audio_dir, skip_missing=skip)
-    return readers.read_folder_protocol(protocol, audio_dir, skip_missing=skip)
+    return read_protocol(corpus or config.data.corpus, protocol, audio_dir, skip_missing=config.data.skip_missing)
 
 
 def asv_option_scores(asv_scores: Path | None, asv_key: Path | None) -> Any:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cbl.config import DataConfig
+from cbl.config import CORPORA, DataConfig
 from cbl.data.protocols import Record
-from cbl.data.splits import load_split, subsample_train
-from cbl.errors import DataRootError, ProtocolError
+from cbl.data.splits import load_split, read_protocol, subsample_train
+from cbl.errors import DataRootError, ProtocolError, UsageError
 
 SUFFIX = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
 
@@ -148,3 +148,15 @@ def test_demo_corpus_through_load_split(tmp_path: Path, monkeypatch: pytest.Monk
     config = DataConfig(corpus="demo", demo_utterances=20, demo_seconds=0.25)
     assert len(load_split(config, "train")) == 20
     assert {"A05", "A06"} <= {r.attack for r in load_split(config, "eval")}
+
+
+@pytest.mark.parametrize("corpus", CORPORA)
+def test_every_corpus_has_a_protocol_reader(tmp_path, corpus):
+    """read_protocol knows every corpus the config accepts: a missing file is that reader's error, naming it."""
+    with pytest.raises(ProtocolError, match="missing.txt: protocol file not found"):
+        read_protocol(corpus, tmp_path / "missing.txt", tmp_path)
+
+
+def test_an_unknown_corpus_names_the_known_ones(tmp_path):
+    with pytest.raises(UsageError, match="corpus is 'asvspoof2015', but must be one of asvspoof2019_la, "):
+        read_protocol("asvspoof2015", tmp_path / "p.txt", tmp_path)

@@ -26,7 +26,7 @@ from cbl.data.protocols import (
     read_in_the_wild,
 )
 from cbl.data.rawboost import RAWBOOST_ALGORITHMS, RawBoostParams, apply_rawboost
-from cbl.data.splits import SPLIT_NAMES, load_split, subsample_train
+from cbl.data.splits import SPLIT_NAMES, load_split, read_protocol, subsample_train
 
 __all__ = [
     "BONAFIDE_WORDS",
@@ -39,6 +39,7 @@ __all__ = [
     "read_folder_protocol",
     "SPLIT_NAMES",
     "load_split",
+    "read_protocol",
     "subsample_train",
     "load_audio",
     "audio_frames",

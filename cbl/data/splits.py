@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cbl.config import SPLITS, DataConfig
+from cbl.config import CORPORA, SPLITS, DataConfig
 from cbl.data.demo import demo_root
 from cbl.data.protocols import (
     Protocol,
@@ -42,10 +42,27 @@ from cbl.data.protocols import (
 )
 from cbl.errors import DataRootError, UsageError
 
-__all__ = ["SPLIT_NAMES", "load_split", "subsample_train"]
+__all__ = ["SPLIT_NAMES", "load_split", "read_protocol", "subsample_train"]
 
 SPLIT_NAMES = SPLITS
 _2019_SUFFIX = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}
+
+
+def read_protocol(corpus: str, protocol: Path, audio_dir: Path, *, skip_missing: bool = False) -> Protocol:
+    """The records of one protocol file in the format of ``corpus`` (``demo`` is written as ``asvspoof2019_la``).
+
+    The one place a corpus name picks its reader: :func:`load_split` and scoring an
+    explicit protocol (``evaluate --protocol``, ``final-eval --protocol``) both read here.
+    """
+    if corpus in ("asvspoof2019_la", "demo"):
+        return read_asvspoof2019(protocol, audio_dir, skip_missing=skip_missing)
+    if corpus in ("asvspoof2021_la", "asvspoof2021_df"):
+        return read_asvspoof2021(protocol, audio_dir, track=corpus[-2:], skip_missing=skip_missing)
+    if corpus == "in_the_wild":
+        return read_in_the_wild(protocol, audio_dir, skip_missing=skip_missing)
+    if corpus == "folder":
+        return read_folder_protocol(protocol, audio_dir, skip_missing=skip_missing)
+    raise UsageError(f"corpus is {corpus!r}, but must be one of {', '.join(CORPORA)}")
 
 
 def _explicit(data: DataConfig, split: str) -> Path | None:
@@ -75,7 +92,7 @@ def _read_2019(data: DataConfig, root: Path, split: str, corpus: str) -> Protoco
         root,
     )
     audio = _require(root / f"ASVspoof2019_LA_{split}" / "flac", f"ASVspoof 2019 LA {split} audio folder", corpus, root)
-    return read_asvspoof2019(protocol, audio, skip_missing=data.skip_missing)
+    return read_protocol("asvspoof2019_la", protocol, audio, skip_missing=data.skip_missing)
 
 
 def _root(data: DataConfig) -> Path:
@@ -110,7 +127,7 @@ def load_split(data: DataConfig, split: str) -> Protocol:
                 f"corpus 'folder' needs data.{split}_protocol: a file of 'PATH_OR_ID LABEL [ATTACK] [SPEAKER]' lines"
             )
         audio = _root(data) if data.root else protocol.parent
-        records = read_folder_protocol(protocol, audio, skip_missing=data.skip_missing)
+        records = read_protocol(corpus, protocol, audio, skip_missing=data.skip_missing)
     else:
         root = _root(data)
         if corpus == "asvspoof2019_la" or split != "eval":
@@ -124,11 +141,11 @@ def load_split(data: DataConfig, split: str) -> Protocol:
             audio = _require(
                 root / f"ASVspoof2021_{upper}_eval" / "flac", f"ASVspoof 2021 {upper} eval audio folder", corpus, root
             )
-            records = read_asvspoof2021(key, audio, track=track, skip_missing=data.skip_missing)
+            records = read_protocol(corpus, key, audio, skip_missing=data.skip_missing)
         elif corpus == "in_the_wild":
             folder = root / "release_in_the_wild" if (root / "release_in_the_wild").is_dir() else root
             meta = _explicit(data, split) or _require(folder / "meta.csv", "In-the-Wild meta.csv", corpus, root)
-            records = read_in_the_wild(meta, folder, skip_missing=data.skip_missing)
+            records = read_protocol(corpus, meta, folder, skip_missing=data.skip_missing)
         else:  # config validation keeps this unreachable
             raise UsageError(f"data.corpus is {corpus!r}, which load_split does not know")
     if split == "train" and data.max_train_utterances:
