@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import cbl.reporting
+import cbl.engine.reporting
 from cbl.cli import cli
 from cbl.config import load_config
 from cbl.config import resolve_config
-from cbl.train import read_history
+from cbl.engine import read_history
 
 REPO = Path(__file__).resolve().parents[1]
 from tiny import TINY, as_set_args
@@ -68,19 +68,19 @@ def test_train_copies_the_resolved_config_into_the_run_folder(finished_run):
 
 def test_rerun_into_the_same_folder_resumes(monkeypatch, tmp_path, finished_run):
     reference, _ = finished_run
-    real_report = cbl.reporting.ConsoleReporter.report
+    real_report = cbl.engine.reporting.ConsoleReporter.report
 
     def ctrl_c_after_epoch_one(self, metrics, checkpoint_dir):
         real_report(self, metrics, checkpoint_dir)
         if metrics["epoch"] == 1:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(cbl.reporting.ConsoleReporter, "report", ctrl_c_after_epoch_one)
+    monkeypatch.setattr(cbl.engine.reporting.ConsoleReporter, "report", ctrl_c_after_epoch_one)
     out = tmp_path / "run"
     first = train(out)
     assert first.exit_code == 130
     assert re.search(r"interrupted after epoch 1: rerun the same command .* to resume", first.stderr)
-    monkeypatch.setattr(cbl.reporting.ConsoleReporter, "report", real_report)
+    monkeypatch.setattr(cbl.engine.reporting.ConsoleReporter, "report", real_report)
 
     second = train(out)
     assert second.exit_code == 0, second.output

@@ -12,13 +12,13 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
-import cbl.train
+import cbl.engine.evaluate
 from cbl.cli import cli
 from cbl.data import load_split
-from cbl.evaluate import evaluate_records, load_model, score_records
+from cbl.engine import evaluate_records, load_model, score_records
 from cbl.metrics import compute_eer
 from cbl.config import resolve_config
-from cbl.train import fit, read_history
+from cbl.engine import fit, read_history
 
 from tiny import TINY
 
@@ -45,16 +45,16 @@ def read_scores(path: Path) -> dict[str, float]:
 
 
 def count_forwards(monkeypatch) -> list[int]:
-    """Utterances put through the model by every ``_embed`` call from now on."""
+    """Utterances put through the model by every ``embed`` call of scoring from now on."""
     seen: list[int] = []
-    real = cbl.train._embed
+    real = cbl.engine.evaluate.embed
 
     def counting(model, loader, config, device):
         outputs = real(model, loader, config, device)
         seen.append(len(outputs["utt_id"]))
         return outputs
 
-    monkeypatch.setattr(cbl.train, "_embed", counting)
+    monkeypatch.setattr(cbl.engine.evaluate, "embed", counting)
     return seen
 
 
@@ -160,7 +160,7 @@ def test_interrupted_scoring_scores_only_the_rest(run, checkpoint, monkeypatch, 
     reference = score_records(load_model(checkpoint), records, batch_size=4, fsync_every=1)
 
     partial = tmp_path / "scores.txt.partial"
-    real = cbl.train._embed
+    real = cbl.engine.evaluate.embed
     calls = {"n": 0}
 
     def crash_on_third_chunk(*args, **kwargs):
@@ -169,12 +169,12 @@ def test_interrupted_scoring_scores_only_the_rest(run, checkpoint, monkeypatch, 
             raise RuntimeError("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cbl.train, "_embed", crash_on_third_chunk)
+    monkeypatch.setattr(cbl.engine.evaluate, "embed", crash_on_third_chunk)
     with pytest.raises(RuntimeError, match="killed"):
         score_records(load_model(checkpoint), records, batch_size=4, partial=partial, fsync_every=1)
     assert len(partial.read_text().splitlines()) == 1 + 8  # header + two chunks of 4
 
-    monkeypatch.setattr(cbl.train, "_embed", real)
+    monkeypatch.setattr(cbl.engine.evaluate, "embed", real)
     seen = count_forwards(monkeypatch)
     resumed = score_records(load_model(checkpoint), records, batch_size=4, partial=partial, fsync_every=1)
     assert sum(seen) == len(records) - 8
@@ -187,7 +187,7 @@ def test_interrupted_evaluate_command_resumes(run, checkpoint, monkeypatch, tmp_
     assert CliRunner().invoke(cli, [*args, "--out", str(reference)]).exit_code == 0
 
     out = tmp_path / "scores.txt"
-    real = cbl.train._embed
+    real = cbl.engine.evaluate.embed
     calls = {"n": 0}
 
     def crash_on_second_chunk(*a, **k):
@@ -196,12 +196,12 @@ def test_interrupted_evaluate_command_resumes(run, checkpoint, monkeypatch, tmp_
             raise RuntimeError("killed")
         return real(*a, **k)
 
-    monkeypatch.setattr(cbl.train, "_embed", crash_on_second_chunk)
+    monkeypatch.setattr(cbl.engine.evaluate, "embed", crash_on_second_chunk)
     crashed = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert crashed.exit_code == 1 and "Traceback" not in crashed.output
     assert not out.exists() and Path(f"{out}.partial").is_file()
 
-    monkeypatch.setattr(cbl.train, "_embed", real)
+    monkeypatch.setattr(cbl.engine.evaluate, "embed", real)
     seen = count_forwards(monkeypatch)
     resumed = CliRunner().invoke(cli, [*args, "--out", str(out)])
     assert resumed.exit_code == 0, resumed.output
@@ -280,7 +280,7 @@ def test_score_prints_one_decision_per_file_and_writes_a_tsv(run, checkpoint, tm
 
 def test_a_checkpoint_decides_with_its_own_epochs_threshold(run, tmp_path):
     """last.pt holds its epoch's threshold and the best epoch's: `score` on it uses its own."""
-    from cbl.checkpoint import load_checkpoint, save_checkpoint
+    from cbl.engine import load_checkpoint, save_checkpoint
 
     _, run_dir = run
     payload, config = load_checkpoint(run_dir / "checkpoints" / "last.pt")

@@ -16,15 +16,15 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cbl.checkpoint import load_checkpoint
+from cbl.engine import load_checkpoint
 from cbl.cli import cli
 from cbl.config import DataConfig
 from cbl.data import TrainDataset, load_split
 from cbl.errors import ConfigError
-from cbl.feature_cache import FeatureDataset, collate_features, describe_cache, frontend_fingerprint, open_or_build
+from cbl.engine.feature_cache import FeatureDataset, collate_features, describe_cache, frontend_fingerprint, open_or_build
 from cbl.model import build_model
 from cbl.config import resolve_config
-from cbl.train import fit, read_history
+from cbl.engine import fit, read_history
 
 from tiny import TINY, as_set_args
 
@@ -293,7 +293,7 @@ def test_a_filesystem_without_locks_still_builds(tmp_path, dev_setup, monkeypatc
 
 
 def test_losing_the_rename_race_to_another_node_reads_its_entry(tmp_path, dev_setup, monkeypatch):
-    import cbl.feature_cache as fc
+    import cbl.engine.feature_cache as fc
 
     real_replace = os.replace
 
@@ -308,7 +308,7 @@ def test_losing_the_rename_race_to_another_node_reads_its_entry(tmp_path, dev_se
 
 
 def test_the_key_holds_precision_and_the_dev_batch_size(dev_setup):
-    from cbl.feature_cache import _key
+    from cbl.engine.feature_cache import _key
 
     config, records, _, fingerprint = dev_setup
     cpu = _key("dev", records, config, fingerprint, torch.device("cpu"))

@@ -276,7 +276,7 @@ def test_a_normalising_front_end_ignores_the_input_gain(folders) -> None:
 
 def test_normalisation_is_part_of_the_feature_cache_key(tmp_path, folders) -> None:
     from cbl.data import load_split
-    from cbl.feature_cache import frontend_fingerprint, open_or_build
+    from cbl.engine.feature_cache import frontend_fingerprint, open_or_build
     from cbl.config import resolve_config
 
     entries = []
@@ -355,7 +355,7 @@ def family_config(corpus, folder, family, **extra):
 @pytest.fixture(scope="module")
 def trained(folders, corpus, tmp_path_factory):
     """Each family trained one epoch through `fit` (4 steps), as a downloaded checkpoint would be."""
-    from cbl.train import fit
+    from cbl.engine import fit
 
     runs = {}
     for name, family in FAMILIES.items():
@@ -369,8 +369,7 @@ def trained(folders, corpus, tmp_path_factory):
 def test_each_family_trains_in_train_mode_with_its_layerdrop_and_specaugment(trained, folders, name) -> None:
     from safetensors.torch import load_file
 
-    from cbl.checkpoint import load_checkpoint
-    from cbl.train import read_history
+    from cbl.engine import load_checkpoint, read_history
 
     result = trained[name]
     history = read_history(result.run_dir)
@@ -389,9 +388,9 @@ def test_each_family_trains_in_train_mode_with_its_layerdrop_and_specaugment(tra
 
 def _scores(model, records, config, batch_size):
     from cbl.data import make_eval_loader
-    from cbl.train import _embed
+    from cbl.engine import embed
 
-    outputs = _embed(model, make_eval_loader(records, config.data, batch_size=batch_size), config,
+    outputs = embed(model, make_eval_loader(records, config.data, batch_size=batch_size), config,
                      torch.device("cpu"))
     by_id = dict(zip(outputs["utt_id"], outputs["embedding"]))
     return torch.stack([by_id[r.utt_id] for r in records])
@@ -401,13 +400,13 @@ def _scores(model, records, config, batch_size):
 def test_padding_never_changes_a_score(trained, name) -> None:
     """Alone or beside longer files, in dev scoring during training and in evaluate / score: the same score."""
     from cbl.data import load_split
-    from cbl.evaluate import load_model, score_audio_files, score_records
+    from cbl.engine import load_model, score_audio_files, score_records
 
     loaded = load_model(trained[name].best_checkpoint)
     config = loaded.config
     dev = load_split(config.data, "dev")
     assert loaded.model.frontend.padding_safe is (name in ("xls-r-300m", "wavlm-large"))
-    # training-time dev scoring (cbl.train._embed over the length-bucketed eval loader): padded batches of 8 vs 1
+    # training-time dev scoring (cbl.engine.embed over the length-bucketed eval loader): padded batches of 8 vs 1
     padded, alone = _scores(loaded.model, dev, config, 8), _scores(loaded.model, dev, config, 1)
     assert torch.allclose(padded, alone, atol=1e-5)
     # evaluate (score_records) and score (one file at a time, as `cbl-search score` does)
@@ -421,7 +420,7 @@ def test_padding_never_changes_a_score(trained, name) -> None:
 
 def test_a_group_norm_front_end_would_change_the_score_if_it_saw_the_padding(trained) -> None:
     """Why the grouping exists: the same wav2vec2-base layout fed the padded batch directly differs."""
-    from cbl.evaluate import load_model
+    from cbl.engine import load_model
 
     loaded = load_model(trained["wav2vec2-base"].best_checkpoint)
     frontend = loaded.model.frontend

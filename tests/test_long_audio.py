@@ -14,7 +14,7 @@ import torch
 from cbl.config import ModelConfig
 from cbl.model import build_model
 from cbl.config import resolve_config
-from cbl.train import fit
+from cbl.engine import fit, forward_chunked
 
 from tiny import TINY
 
@@ -28,7 +28,7 @@ def model():
 def test_short_batches_are_one_plain_forward(model):
     audio = torch.randn(3, 4000)
     with torch.no_grad():
-        plain, chunked = model(audio), model.forward_chunked(audio, None, max_len=4000)
+        plain, chunked = model(audio), forward_chunked(model, audio, None, max_len=4000)
     torch.testing.assert_close(chunked.embedding, plain.embedding)
     torch.testing.assert_close(chunked.logits, plain.logits)
 
@@ -46,7 +46,7 @@ def test_long_audio_never_reaches_the_model_longer_than_max_len(model, monkeypat
     mask = torch.ones(2, 10_000, dtype=torch.long)
     mask[1, 7_000:] = 0  # the second utterance is 7000 samples long
     with torch.no_grad():
-        out = model.forward_chunked(audio, mask, max_len=3000, chunks_per_batch=2)
+        out = forward_chunked(model, audio, mask, max_len=3000, chunks_per_batch=2)
     assert out.embedding.shape == (2, 16) and out.logits.shape == (2, 2)
     assert max(shape[1] for shape in seen) <= 3000
     assert torch.allclose(out.embedding.norm(dim=-1), torch.ones(2))
@@ -54,7 +54,7 @@ def test_long_audio_never_reaches_the_model_longer_than_max_len(model, monkeypat
     assert [shape[0] for shape in seen] == [2, 2, 2, 1]
     # an utterance's result depends only on its own samples: row 1 alone gives the same
     with torch.no_grad():
-        alone = model.forward_chunked(audio[1:, :7000], None, max_len=3000)
+        alone = forward_chunked(model, audio[1:, :7000], None, max_len=3000)
     torch.testing.assert_close(out.embedding[1], alone.embedding[0], rtol=1e-4, atol=1e-5)
 
 

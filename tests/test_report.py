@@ -1,7 +1,7 @@
 """cbl-search report: tables, importance, figures, HTML, projector, CLI.
 
 The experiment is built without Ray, once per module: three tiny trials trained
-with :func:`cbl.train.fit` into the folder layout a sweep leaves (sweep.json from
+with :func:`cbl.engine.fit` into the folder layout a sweep leaves (sweep.json from
 :class:`cbl.sweep.settings.SweepSettings`, trial.json via ``write_trial_state``), one of
 them cut after its first epoch as ASHA would.
 """
@@ -79,7 +79,7 @@ class _StopAfter:
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
     from cbl.sweep.settings import SweepSettings
-    from cbl.train import fit
+    from cbl.engine import fit
 
     exp = tmp_path_factory.mktemp("storage") / SPACE["name"]
     settings = SweepSettings(space_data=SPACE, space_source="report_space.yaml", demo=True,

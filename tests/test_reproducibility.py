@@ -65,9 +65,9 @@ def test_train_deterministic_applies_the_settings_and_two_runs_agree(tmp_path, d
 
     import torch
 
-    from cbl.checkpoint import load_checkpoint
+    from cbl.engine import load_checkpoint
     from cbl.config import resolve_config
-    from cbl.train import apply_determinism, fit, read_history
+    from cbl.engine import apply_determinism, fit, read_history
     from tiny import TINY
 
     config = resolve_config(None, [*TINY, "train.deterministic=true"], demo=True)

@@ -182,7 +182,7 @@ def test_second_driver_on_the_same_experiment_is_refused(tmp_path):
 
 def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
     from cbl.data import demo_root
-    from cbl.evaluate import load_model
+    from cbl.engine import load_model
 
     _, experiment = grid_sweep
     result = run("final-eval", str(experiment), "--seeds", "2")

@@ -13,10 +13,10 @@ from click.testing import CliRunner
 from tiny import as_set_args
 
 import cbl.yamlio
-from cbl.checkpoint import load_checkpoint, save_checkpoint
+from cbl.engine import load_checkpoint, save_checkpoint
 from cbl.cli import cli, describe_os_error
 from cbl.config import resolve_config
-from cbl.train import read_history
+from cbl.engine import read_history
 from cbl.yamlio import atomic_write_text
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
@@ -158,12 +158,12 @@ def test_read_only_storage_folder_is_one_line(tmp_path):
 @pytest.mark.parametrize("error", [MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")],
                          ids=["host", "cuda"])
 def test_out_of_memory_is_one_line_with_what_to_do(monkeypatch, tmp_path, error):
-    import cbl.train
+    import cbl.engine
 
     def oom(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(cbl.train, "fit", oom)
+    monkeypatch.setattr(cbl.engine, "fit", oom)
     result = CliRunner().invoke(cli, ["train", "--demo", *as_set_args(), "--out", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output
     where = "GPU " if isinstance(error, torch.OutOfMemoryError) else ""

@@ -15,16 +15,14 @@ from pathlib import Path
 import pytest
 import torch
 
-import cbl.losses
-import cbl.metrics
-import cbl.train
-from cbl.checkpoint import CheckpointError, load_checkpoint
+import cbl.engine.trainer
+from cbl.engine import CheckpointError, load_checkpoint
 from cbl.data import load_split
 from cbl.errors import CblError, DataRootError, UsageError
 from cbl.config import resolve_config
-from cbl.train import (
+from cbl.engine import (
     TrainingDiverged,
-    _autocast,
+    autocast_for,
     fit,
     learning_rate_scale,
     pick_device,
@@ -128,7 +126,7 @@ def test_best_checkpoint_is_the_epoch_with_the_lowest_dev_eer(kmeans_run):
 def test_best_and_last_checkpoints_are_kept_apart(monkeypatch, tmp_path):
     # scripted dev EERs: epoch 2 is best, epoch 3 is last
     scripted = iter([(0.30, 0.1), (0.10, 0.2), (0.20, 0.3)])
-    monkeypatch.setattr(cbl.metrics, "compute_eer", lambda bonafide, spoof: next(scripted))
+    monkeypatch.setattr(cbl.engine.trainer, "compute_eer", lambda bonafide, spoof: next(scripted))
     result = fit(tiny_config("loss.type=ce_only"), None, tmp_path)
     best, _ = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     last, _ = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
@@ -178,8 +176,8 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, sets):
 
 def test_resume_restores_the_torch_random_state(monkeypatch, tmp_path):
     # the tiny model has no dropout: draw from torch's RNG in the loss so the history depends on it
-    real = cbl.losses.compute_loss
-    monkeypatch.setattr(cbl.losses, "compute_loss",
+    real = cbl.engine.trainer.compute_loss
+    monkeypatch.setattr(cbl.engine.trainer, "compute_loss",
                         lambda *a, **k: (lambda p: p._replace(total=p.total + 1e-3 * torch.rand(())))(real(*a, **k)))
     config = tiny_config("loss.type=ce_only")
     fit(config, None, tmp_path / "whole")
@@ -193,7 +191,7 @@ def test_resume_restores_the_torch_random_state(monkeypatch, tmp_path):
 
 def test_crash_inside_an_epoch_resumes_to_the_same_result(monkeypatch, tmp_path, kmeans_run):
     config, reference_dir, _, _ = kmeans_run
-    real = cbl.losses.compute_loss
+    real = cbl.engine.trainer.compute_loss
     calls = {"n": 0}
     batches = _train_batches(config)
 
@@ -203,10 +201,10 @@ def test_crash_inside_an_epoch_resumes_to_the_same_result(monkeypatch, tmp_path,
             raise Interrupted
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cbl.losses, "compute_loss", crash_in_epoch_two)
+    monkeypatch.setattr(cbl.engine.trainer, "compute_loss", crash_in_epoch_two)
     with pytest.raises(Interrupted):
         fit(config, None, tmp_path)
-    monkeypatch.setattr(cbl.losses, "compute_loss", real)
+    monkeypatch.setattr(cbl.engine.trainer, "compute_loss", real)
     fit(config, None, tmp_path)
     assert [m["dev_eer"] for m in read_history(tmp_path)] == [m["dev_eer"] for m in read_history(reference_dir)]
     a, b = _final_state(reference_dir), _final_state(tmp_path)
@@ -237,7 +235,7 @@ def test_learning_rate_schedule_is_a_pure_function_of_the_step():
 def test_nan_loss_stops_the_run_naming_epoch_and_step(monkeypatch, tmp_path):
     config = tiny_config("loss.type=ce_only")
     batches = _train_batches(config)
-    real = cbl.losses.compute_loss
+    real = cbl.engine.trainer.compute_loss
     calls = {"n": 0}
 
     def nan_on_second_batch_of_epoch_two(*args, **kwargs):
@@ -247,7 +245,7 @@ def test_nan_loss_stops_the_run_naming_epoch_and_step(monkeypatch, tmp_path):
             return parts._replace(total=parts.total * float("nan"))
         return parts
 
-    monkeypatch.setattr(cbl.losses, "compute_loss", nan_on_second_batch_of_epoch_two)
+    monkeypatch.setattr(cbl.engine.trainer, "compute_loss", nan_on_second_batch_of_epoch_two)
     with pytest.raises(TrainingDiverged, match=rf"loss became nan at epoch 2, step {batches + 2} \(batch 2 of "):
         fit(config, None, tmp_path)
     assert [m["epoch"] for m in read_history(tmp_path)] == [1]  # no NaN row in the history
@@ -260,7 +258,7 @@ def test_non_finite_gradient_norm_stops_the_run(monkeypatch, tmp_path):
 
 
 def test_non_finite_dev_scores_stop_the_run(monkeypatch, tmp_path):
-    monkeypatch.setattr(cbl.train, "score_embeddings", lambda outputs, *a, **k: outputs["logits"][:, 0].numpy() * math.nan)
+    monkeypatch.setattr(cbl.engine.trainer, "score_embeddings", lambda outputs, *a, **k: outputs["logits"][:, 0].numpy() * math.nan)
     with pytest.raises(TrainingDiverged, match=r"dev scores became non-finite at epoch 1"):
         fit(tiny_config("loss.type=ce_only", "train.epochs=1"), None, tmp_path)
     assert read_history(tmp_path) == []
@@ -299,7 +297,7 @@ def test_torch_threads_follow_the_setting_or_the_cpu_allotment(restore_threads, 
 def test_cpu_runs_without_autocast():
     config = tiny_config("train.device=cpu", "train.bf16=true")
     assert pick_device(config).type == "cpu"
-    assert isinstance(_autocast(config, torch.device("cpu")), nullcontext)
+    assert isinstance(autocast_for(config, torch.device("cpu")), nullcontext)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -331,7 +329,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
     last, previous = pieces / "checkpoints" / "last.pt", pieces / "checkpoints" / "previous.pt"
     assert load_checkpoint(previous)[0]["epoch"] == 0 and load_checkpoint(last)[0]["epoch"] == 1
     last.write_bytes(last.read_bytes()[:1000])  # truncated on disk after it was written
-    with caplog.at_level("WARNING", logger="cbl.train"):
+    with caplog.at_level("WARNING", logger="cbl.engine.run_dir"):
         fit(config, None, pieces)
     assert any("last.pt" in r.getMessage() and "previous" in r.getMessage() for r in caplog.records)
     # epoch 2 ran again from previous.pt, and the run ends where an uninterrupted one does
@@ -351,7 +349,7 @@ def test_no_usable_checkpoint_is_a_clear_error_naming_both(tmp_path):
 
 
 def test_auto_workers_are_zero_on_cpu_and_cpus_minus_one_on_gpu():
-    from cbl.train import resolve_workers
+    from cbl.engine import resolve_workers
 
     config = tiny_config()
     assert config.data.num_workers == -1  # the default: auto

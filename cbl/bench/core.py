@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from cbl.config import resolve_config
-from cbl.train import read_history
+from cbl.engine import read_history
 
 __all__ = ["SIZES", "BenchContext", "Row", "Sizes", "base_model_dir", "demo_config", "demo_sets", "epoch_seconds", "format_table", "machine_info"]
 

@@ -15,7 +15,7 @@ from cbl.bench.core import BenchContext, Row, demo_config
 from cbl.bench.processes import peak_memory_mib, reset_peak_memory, sync_device
 from cbl.data import EvalDataset, Record, collate, make_eval_loader
 from cbl.model import build_model
-from cbl.train import autocast_for
+from cbl.engine import autocast_for
 
 __all__ = ["measure_eval_throughput"]
 

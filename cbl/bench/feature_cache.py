@@ -12,8 +12,8 @@ from pathlib import Path
 from cbl.bench.core import BenchContext, Row, demo_config
 from cbl.bench.processes import run_measured
 from cbl.errors import CblError
-from cbl.feature_cache import describe_cache
-from cbl.train import fit, read_history
+from cbl.engine import describe_cache
+from cbl.engine import fit, read_history
 
 __all__ = ["measure_feature_cache", "measure_feature_cache_sweep"]
 

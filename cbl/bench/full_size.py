@@ -11,7 +11,7 @@ from cbl.bench.core import BenchContext, Row
 from cbl.bench.processes import run_measured
 from cbl.errors import CblError
 from cbl.model.families import FAMILIES, SMALL
-from cbl.train import read_history
+from cbl.engine import read_history
 
 __all__ = ["FULL_SIZE_THREADS", "measure_full_size"]
 

@@ -19,7 +19,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from cbl.bench.core import BenchContext, Row, demo_config
 from cbl.data import load_split
 from cbl.sweep.searchers import MAX_REDRAWS, config_key, draw_unfinished
-from cbl.train import fit, read_history
+from cbl.engine import fit, read_history
 
 __all__ = ["ASHA_FACTOR", "ASHA_GRACE", "SEARCH_CONCURRENCY", "WITHIN_POINTS", "measure_search_efficiency", "replay_search"]
 

@@ -16,7 +16,7 @@ from cbl.centers import KMeansCenters
 from cbl.data import load_split, make_train_loader
 from cbl.losses import compute_loss
 from cbl.model import build_model, param_groups
-from cbl.train import autocast_for, fit, resolve_workers
+from cbl.engine import autocast_for, fit, resolve_workers
 
 __all__ = ["measure_center_refresh", "measure_cluster_loss", "measure_data_loading"]
 

@@ -62,8 +62,7 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
     Rerunning the same command with the same --out resumes an interrupted run.
     """
     from cbl.config import DEMO_NOTICE, check_same_config, load_config, resolve_config
-    from cbl.reporting import ConsoleReporter
-    from cbl.train import fit
+    from cbl.engine import ConsoleReporter, fit
 
     config = resolve_config(config_path, set_options, demo=demo)
     run_dir = out_dir or _default_run_dir(config_path, demo)
@@ -90,13 +89,13 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
         f"TensorBoard: tensorboard --logdir {run_dir}"
     )
     if config.train.feature_cache:
-        from cbl.feature_cache import cache_root, format_cache_line
+        from cbl.engine import cache_root, format_cache_line
 
         click.echo(format_cache_line(cache_root(config, run_dir)))
 
 
 def _echo_eval(result, out: Path) -> None:
-    from cbl.evaluate import result_tables
+    from cbl.engine import result_tables
 
     click.echo(f"scores written to {out} ({len(result.scores)} utterances)")
     if result.eer is None:
@@ -140,7 +139,7 @@ def evaluate_command(checkpoint: Path, split: str | None, protocol: Path | None,
     With the organisers' ASV scores (--asv-scores), also the min t-DCF: the ASVspoof 2019 and the revised
     2021 forms. An interrupted run resumes where it stopped (from OUT.partial).
     """
-    from cbl.evaluate import asv_option_scores, evaluate_records, load_model, records_for
+    from cbl.engine import asv_option_scores, evaluate_records, load_model, records_for
 
     if protocol is not None and split is not None:
         raise UsageError("give either --split or --protocol, not both")
@@ -183,7 +182,7 @@ def score_command(checkpoint: Path, audio: tuple[Path, ...], out: Path | None) -
     checkpoint's own epoch: bonafide when the score is above it (the EER threshold is
     the highest dev score the EER operating point rejects).
     """
-    from cbl.evaluate import expand_audio_paths, load_model, score_audio_files
+    from cbl.engine import expand_audio_paths, load_model, score_audio_files
     from cbl.metrics import is_bonafide
     from cbl.yamlio import atomic_write_text
 

@@ -209,7 +209,7 @@ def status_command(experiment_dir: Path) -> None:
 
 def _echo_cache(experiment_dir: Path) -> None:
     """The sweep's frozen-feature cache and its size, when it has one (also one set by train.feature_cache_dir)."""
-    from cbl.feature_cache import format_cache_line
+    from cbl.engine import format_cache_line
 
     roots = {experiment_dir / "feature_cache"}
     for config_path in sorted((experiment_dir / "trials").glob("*/config.yaml"))[:1]:
@@ -264,7 +264,7 @@ def final_eval_command(experiment_dir: Path, split: str, protocol: Path | None, 
     The selection run (the checkpoint that won on dev) is reported on its own line: its number is biased
     optimistically. --seeds N trains N fresh seeds and reports their mean +- std.
     """
-    from cbl.evaluate import asv_option_scores
+    from cbl.engine import asv_option_scores
     from cbl.sweep.final_eval import final_evaluation
     from cbl.sweep.store import require_experiment
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cbl.config import ModelConfig, OptimConfig
-from cbl.data.audio import pad_batch
 from cbl.model.pooling import build_pooling
 from cbl.model.ssl import SSLFrontEnd
 
@@ -69,39 +67,6 @@ class SpoofDetector(nn.Module):
         pooled = self.pooling(frames, frame_mask)  # (B, P)
         projected = self.projection(pooled)  # (B, D)
         return DetectorOutput(embedding=F.normalize(projected, dim=-1), logits=self.classifier(projected))
-
-    def forward_chunked(self, audio: Tensor, attention_mask: Tensor | None, max_len: int,
-                        chunks_per_batch: int = 8) -> DetectorOutput:
-        """Like ``forward``, but no utterance is fed in pieces longer than ``max_len`` samples.
-
-        A batch whose padded length fits is one ``forward``. Otherwise each utterance
-        is cut into near-equal chunks of at most ``max_len`` samples, fed
-        ``chunks_per_batch`` at a time; its embedding is the length-weighted mean of
-        the chunk embeddings (renormalised) and its logits the length-weighted mean of
-        the chunk logits. Memory is then bounded by ``max_len`` whatever the file's
-        length (a 10-minute recording at evaluation), at the cost of context across
-        chunk borders.
-        """
-        if audio.shape[1] <= max_len:
-            return self(audio, attention_mask)
-        lengths = attention_mask.sum(-1).tolist() if attention_mask is not None else [audio.shape[1]] * len(audio)
-        embeddings, logits = [], []
-        for row, length in zip(audio, lengths):
-            pieces = max(1, -(-int(length) // max_len))
-            bounds = [round(i * int(length) / pieces) for i in range(pieces + 1)]
-            parts = [row[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-            weights = torch.tensor([float(len(p)) for p in parts], device=audio.device)
-            chunk_emb, chunk_logits = [], []
-            for start in range(0, len(parts), chunks_per_batch):
-                group = parts[start : start + chunks_per_batch]
-                batch, mask = pad_batch(group)
-                out = self(batch, None if all(len(p) == len(group[0]) for p in group) else mask)
-                chunk_emb.append(out.embedding)
-                chunk_logits.append(out.logits)
-            w = (weights / weights.sum()).unsqueeze(1)
-            embeddings.append(F.normalize((torch.cat(chunk_emb) * w.to(chunk_emb[0].dtype)).sum(0), dim=-1))
-            logits.append((torch.cat(chunk_logits) * w.to(chunk_logits[0].dtype)).sum(0))
-        return DetectorOutput(embedding=torch.stack(embeddings), logits=torch.stack(logits))
 
 
 def build_model(model_config: ModelConfig) -> SpoofDetector:

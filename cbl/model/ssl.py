@@ -257,7 +257,7 @@ class SSLFrontEnd(nn.Module):
         ``weighted`` (every hidden state, frames first so utterances concatenate along
         frames); frames past an utterance's end are zeros or padding, ``frame_mask``
         says which. With a frozen front-end this is exactly what the frozen-feature
-        cache stores (:mod:`cbl.feature_cache`); :meth:`select` turns it into frames.
+        cache stores (:mod:`cbl.engine.feature_cache`); :meth:`select` turns it into frames.
         An utterance's states do not depend on what else is in the batch: a front-end
         that is not :attr:`padding_safe` runs each group of equal-length utterances
         unpadded.

@@ -1,7 +1,7 @@
 """What the report needs from a trained model: eval scores, dev embeddings, centers, seen attacks.
 
-Scoring goes through cbl's own path (:func:`cbl.evaluate.load_model`,
-:func:`cbl.evaluate.evaluate_records`, :func:`cbl.train._embed`), so the report's
+Scoring goes through cbl's own path (:func:`cbl.engine.load_model`,
+:func:`cbl.engine.evaluate_records`, :func:`cbl.engine.embed`), so the report's
 EERs are the ones ``cbl-search evaluate`` gives. Both passes are cached in the
 report folder (``cache/``), keyed by the checkpoint file, and the score file of
 ``cbl-search final-eval`` is reused when it belongs to the same checkpoint, so a
@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cbl.engine.checkpoint import checkpoint_signature
 from cbl.errors import CblError
 from cbl.sweep.store import TrialInfo
 from cbl.yamlio import atomic_write_bytes
@@ -67,11 +68,6 @@ def loss_type(trial: TrialInfo) -> str:
         return load_config(trial.path / "config.yaml").loss.type
     except (OSError, CblError):
         return "?"
-
-
-def _signature(checkpoint: Path) -> str:
-    stat = checkpoint.stat()
-    return f"{checkpoint.resolve()} size={stat.st_size} mtime_ns={stat.st_mtime_ns}"
 
 
 def _reuse_scores(path: Path, checkpoint: Path, ids: list[str]) -> np.ndarray | None:
@@ -123,7 +119,7 @@ def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path
     def model():
         nonlocal loaded
         if loaded is None:
-            from cbl.evaluate import load_model
+            from cbl.engine.evaluate import load_model
 
             loaded = load_model(checkpoint)
         return loaded
@@ -139,7 +135,7 @@ def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path
             score_file = candidate
             break
     if scores is None:
-        from cbl.evaluate import evaluate_records
+        from cbl.engine.evaluate import evaluate_records
 
         echo(f"scoring the eval split ({len(records)} utterances) with trial {trial.trial_id}")
         scores = evaluate_records(model(), records, score_file, style="2019").scores
@@ -148,16 +144,16 @@ def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path
     dev_records = load_split(config.data, "dev")
     sample = _dev_sample(dev_records, max_points)
     embedded = cache / f"dev-embeddings-{trial.trial_id}.npz"
-    signature = f"{_signature(checkpoint)} n={len(sample)}"
+    signature = f"{checkpoint_signature(checkpoint)} n={len(sample)}"
     arrays = _read_npz(embedded, signature)
     if arrays is None:
         from cbl.data import make_eval_loader
-        from cbl.train import _embed
+        from cbl.engine.inference import embed
 
         echo(f"embedding {len(sample)} dev utterances with trial {trial.trial_id}")
         lm = model()
         loader = make_eval_loader(sample, lm.config.data, batch_size=lm.config.train.eval_batch_size)
-        out = _embed(lm.model, loader, lm.config, lm.device)
+        out = embed(lm.model, loader, lm.config, lm.device)
         by_id = {u: i for i, u in enumerate(out["utt_id"])}
         order = [by_id[r.utt_id] for r in sample]  # the loader may batch by length: back to sample order
         centers = lm.centers.centers.detach().float().cpu().numpy() if lm.centers is not None else np.zeros((0, 0))

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from cbl.config import apply_overrides, load_config
+from cbl.engine import evaluate_records, fit, load_model, records_for, result_tables
 from cbl.errors import CblError
 from cbl.sweep.store import TrialInfo, best_trial, read_trials
 from cbl.yamlio import atomic_write_text
@@ -102,8 +104,6 @@ def final_evaluation(
 
     ``asv``: the organisers' ASV scores (:func:`cbl.tdcf.read_asv_scores`) for min t-DCF.
     """
-    from cbl.evaluate import evaluate_records, load_model, result_tables
-
     best = require_best(experiment_dir, mode)
     out_dir = experiment_dir / FINAL_DIR
     target = split if protocol is None else protocol.stem
@@ -142,16 +142,11 @@ def final_evaluation(
 
 
 def _records(config: Any, split: str, protocol: Path | None, audio_dir: Path | None, corpus: str | None):
-    from cbl.evaluate import records_for
-
     return records_for(config, None if protocol is not None else split, protocol, audio_dir, corpus)
 
 
 def _retrain(best: TrialInfo, extra: int, out_dir: Path, echo: Callable[[str], None]) -> list[tuple[int, Path]]:
     """Train the best configuration again with fresh seeds base+1 .. base+extra (each resumable in its own folder)."""
-    from cbl.config import apply_overrides, load_config
-    from cbl.train import fit
-
     config = load_config(best.path / "config.yaml")
     out = []
     for offset in range(1, extra + 1):

@@ -25,15 +25,8 @@ from cbl.config import ExperimentConfig, apply_overrides, check_key, coerce_valu
 from cbl.errors import ConfigError
 from cbl.yamlio import LineMap, load_yaml
 
-__all__ = [
-    "Param",
-    "SearchSpace",
-    "load_search_space",
-    "parse_search_space",
-    "suggest",
-    "expand_grid",
-    "active",
-]
+__all__ = ["ALGORITHMS", "DISTRIBUTIONS", "METRICS", "SCHEDULERS", "Param", "SearchSpace", "active", "expand_grid",
+           "grid_size", "load_search_space", "parse_search_space", "suggest", "total_trials"]
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "int")
 ALGORITHMS = ("optuna", "random", "grid")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cbl.engine import read_history
 from cbl.errors import UsageError
 from cbl.yamlio import atomic_write_text
 
@@ -83,8 +84,6 @@ def write_trial_state(path: Path, **fields: Any) -> None:
 
 def read_trials(experiment_dir: Path) -> list[TrialInfo]:
     """Every trial that has started, with its state and metrics (works while a sweep runs)."""
-    from cbl.train import read_history
-
     root = experiment_dir / TRIALS_DIR
     out: list[TrialInfo] = []
     if not root.is_dir():

@@ -1,4 +1,4 @@
-"""The trainable: one trial = one :func:`cbl.train.fit` in ``trials/<trial_id>/`` of the experiment.
+"""The trainable: one trial = one :func:`cbl.engine.fit` in ``trials/<trial_id>/`` of the experiment.
 
 Trials keep their checkpoints there rather than in Ray's checkpoint registry: Ray's
 experiment snapshot can be older than a trial's newest checkpoint (it is written
@@ -17,10 +17,10 @@ from typing import Any
 import ray
 from ray import tune
 
+from cbl.engine import fit
 from cbl.sweep.asha import was_stopped
 from cbl.sweep.settings import SweepSettings
 from cbl.sweep.store import trial_dir, write_trial_state
-from cbl.train import fit
 
 __all__ = ["run_trial"]
 
@@ -31,7 +31,7 @@ class _TuneReporter:
 
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Ray Tune function trainable: one trial = one :func:`cbl.train.fit` in ``trials/<trial_id>``."""
+    """Ray Tune function trainable: one trial = one :func:`cbl.engine.fit` in ``trials/<trial_id>``."""
     sweep = SweepSettings(**settings)
     context = tune.get_context()
     trial_id = context.get_trial_id()

@@ -62,6 +62,7 @@ from torch.utils.data import Dataset
 
 from cbl.config import ExperimentConfig
 from cbl.data.rawboost import RAWBOOST_VERSION
+from cbl.engine.runtime import autocast_for
 from cbl.errors import CblError, ConfigError
 
 __all__ = ["CachedSplit", "FeatureDataset", "cache_root", "check_cache_config", "collate_features",
@@ -295,7 +296,6 @@ def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentC
     from torch.utils.data import DataLoader
 
     from cbl.data import LengthBucketSampler, collate
-    from cbl.train import autocast_for
 
     frontend = model.frontend
     dataset, lengths = _audio_dataset(split, records, config, copy)

@@ -24,6 +24,7 @@ from cbl.yamlio import atomic_write_bytes
 
 __all__ = [
     "CheckpointError",
+    "checkpoint_signature",
     "save_checkpoint",
     "load_checkpoint",
     "load_model_state",
@@ -60,6 +61,17 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any], confi
     buffer = io.BytesIO()
     torch.save({**payload, "config": config_to_dict(config), "format_version": FORMAT_VERSION}, buffer)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+def checkpoint_signature(path: str | os.PathLike[str]) -> str:
+    """``<absolute path> size=N mtime_ns=M``: what tells this very checkpoint file from a retrained one.
+
+    Results cached from a checkpoint (partial scores, the report's embeddings) are
+    kept only while its signature is the same.
+    """
+    p = Path(path)
+    stat = p.stat()
+    return f"{p.resolve()} size={stat.st_size} mtime_ns={stat.st_mtime_ns}"
 
 
 def resolve_checkpoint_path(path: str | os.PathLike[str]) -> Path:

@@ -10,16 +10,31 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from cbl.checkpoint import CheckpointError, load_checkpoint, load_model_state, resolve_checkpoint_path
+from cbl.breakdowns import TdcfScorer, attack_breakdown, condition_breakdowns, format_breakdown
+from cbl.centers import BonafideCenters, build_centers
 from cbl.config import ExperimentConfig
+from cbl.data import Record, fixed_window, load_audio, load_split, make_eval_loader, read_protocol
+from cbl.engine.checkpoint import (
+    CheckpointError,
+    checkpoint_signature,
+    load_checkpoint,
+    load_model_state,
+    resolve_checkpoint_path,
+)
+from cbl.engine.inference import embed, forward_chunked, score_embeddings
+from cbl.engine.runtime import autocast_for, pick_device, resolve_workers, set_threads
 from cbl.errors import CblError, UsageError
+from cbl.metrics import ZNormStats, compute_eer, format_attack_table, per_attack_eer, write_score_file
+from cbl.model import build_model
+from cbl.tdcf import AsvScores, read_asv_scores
 
 __all__ = ["LoadedModel", "EvalResult", "load_model", "score_records", "evaluate_records", "score_audio_files", "records_for",
            "expand_audio_paths", "result_tables", "asv_option_scores"]
@@ -32,13 +47,13 @@ class LoadedModel:
     """A model rebuilt from the config its checkpoint carries, with its centers and threshold."""
 
     model: torch.nn.Module
-    centers: Any
+    centers: BonafideCenters | None
     config: ExperimentConfig
     threshold: float
     epoch: int
     path: Path
     device: torch.device
-    norm: Any = None  # ZNormStats for loss.score=sum, from the dev split at training time
+    norm: ZNormStats | None = None  # for loss.score=sum, from the dev split at training time
 
 
 @dataclass
@@ -63,10 +78,6 @@ class EvalResult:
 
 def load_model(path: str | os.PathLike[str], *, device: str = "auto", threads: int | None = None) -> LoadedModel:
     """Rebuild the detector and its centers from a checkpoint (strict: mismatched keys are an error)."""
-    from cbl.centers import build_centers
-    from cbl.model import build_model
-    from cbl.train import pick_device, resolve_workers, set_threads
-
     path = resolve_checkpoint_path(path)
     payload, config = load_checkpoint(path)
     if device != "auto":
@@ -87,8 +98,6 @@ def load_model(path: str | os.PathLike[str], *, device: str = "auto", threads: i
     threshold = float(payload.get("threshold", payload.get("best_threshold", 0.0)))
     norm = None
     if payload.get("score_norm"):
-        from cbl.metrics import ZNormStats
-
         norm = ZNormStats(**payload["score_norm"])
     return LoadedModel(model, centers, config, threshold, int(payload.get("epoch", -1)) + 1, Path(path), dev, norm)
 
@@ -110,17 +119,16 @@ def _read_partial(partial: Path, signature: str) -> dict[str, float]:
     return done
 
 
-def _partial_signature(loaded: LoadedModel, records: Sequence[Any]) -> str:
+def _partial_signature(loaded: LoadedModel, records: Sequence[Record]) -> str:
     """What the partial scores depend on: this very checkpoint file (a retrained best.pt differs), the records, the window."""
-    stat = loaded.path.stat()
     config = loaded.config
-    return (f"{loaded.path.resolve()} size={stat.st_size} mtime_ns={stat.st_mtime_ns} epoch={loaded.epoch} "
+    return (f"{checkpoint_signature(loaded.path)} epoch={loaded.epoch} "
             f"n={len(records)} {config.data.eval_mode} {config.data.eval_window}")
 
 
 def score_records(
     loaded: LoadedModel,
-    records: Sequence[Any],
+    records: Sequence[Record],
     *,
     batch_size: int | None = None,
     partial: Path | None = None,
@@ -128,9 +136,6 @@ def score_records(
     fsync_every: int = 20,
 ) -> np.ndarray:
     """Scores (higher = bonafide) for ``records`` in order; resumes from ``partial`` when given."""
-    from cbl.data import make_eval_loader
-    from cbl.train import _embed, score_embeddings
-
     config = loaded.config
     signature = _partial_signature(loaded, records)
     done = _read_partial(partial, signature) if partial is not None else {}
@@ -149,7 +154,7 @@ def score_records(
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
             loader = make_eval_loader(part, config.data, batch_size=batch)
-            outputs = _embed(loaded.model, loader, config, loaded.device)
+            outputs = embed(loaded.model, loader, config, loaded.device)
             scores = score_embeddings(outputs, loaded.centers, config, loaded.norm)
             for utt, score in zip(outputs["utt_id"], scores):
                 done[utt] = float(score)
@@ -168,19 +173,16 @@ def score_records(
 
 def evaluate_records(
     loaded: LoadedModel,
-    records: Sequence[Any],
+    records: Sequence[Record],
     out: Path,
     *,
     style: str = "2021",
     batch_size: int | None = None,
     progress: Callable[[int, int], None] | None = None,
-    asv: Any = None,
+    asv: AsvScores | None = None,
 ) -> EvalResult:
     """Score ``records``, write the score file atomically, and compute EER, per-attack EER and the official
     condition tables when labels exist; with ``asv`` (:class:`cbl.tdcf.AsvScores`) min t-DCF too."""
-    from cbl.breakdowns import TdcfScorer, attack_breakdown, condition_breakdowns
-    from cbl.metrics import compute_eer, per_attack_eer, write_score_file
-
     partial = out.with_name(out.name + ".partial")
     scores = score_records(loaded, records, batch_size=batch_size, partial=partial, progress=progress)
     ids = [r.utt_id for r in records]
@@ -206,9 +208,6 @@ def evaluate_records(
 def result_tables(result: EvalResult) -> str:
     """What `evaluate` prints after the EER: the pooled min t-DCF (with ASV scores), the per-attack table and
     the official condition tables."""
-    from cbl.breakdowns import format_breakdown
-    from cbl.metrics import format_attack_table
-
     parts = []
     if result.min_tdcf:
         forms = ", ".join(f"{value:.4f} (ASVspoof {form} form)" for form, value in sorted(result.min_tdcf.items()))
@@ -223,9 +222,6 @@ def result_tables(result: EvalResult) -> str:
 
 def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[Path, float]]:
     """Score arbitrary audio files (any rate, mono or stereo) one by one, as the model was evaluated."""
-    from cbl.data.audio import fixed_window, load_audio
-    from cbl.train import autocast_for, score_embeddings
-
     config = loaded.config
     results = []
     with torch.no_grad():
@@ -234,8 +230,8 @@ def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[
             if config.data.eval_mode == "window":
                 audio = fixed_window(audio, config.data.eval_window)
             with autocast_for(config, loaded.device):
-                out = loaded.model.forward_chunked(torch.from_numpy(np.ascontiguousarray(audio))[None].to(loaded.device),
-                                                   None, config.data.eval_max_len)
+                out = forward_chunked(loaded.model, torch.from_numpy(np.ascontiguousarray(audio))[None].to(loaded.device),
+                                      None, config.data.eval_max_len)
             outputs = {"embedding": out.embedding.float().cpu(), "logits": out.logits.float().cpu()}
             score = float(score_embeddings(outputs, loaded.centers, config, loaded.norm)[0])
             if not math.isfinite(score):
@@ -245,10 +241,8 @@ def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[
 
 
 def records_for(config: ExperimentConfig, split: str | None, protocol: Path | None, audio_dir: Path | None,
-                corpus: str | None) -> list[Any]:
+                corpus: str | None) -> list[Record]:
     """The records of a split of the config's corpus, or of an explicit protocol file of format ``corpus``."""
-    from cbl.data import load_split, read_protocol
-
     if protocol is None:
         return load_split(config.data, split or "eval")
     if audio_dir is None:
@@ -256,14 +250,12 @@ def records_for(config: ExperimentConfig, split: str | None, protocol: Path | No
     return read_protocol(corpus or config.data.corpus, protocol, audio_dir, skip_missing=config.data.skip_missing)
 
 
-def asv_option_scores(asv_scores: Path | None, asv_key: Path | None) -> Any:
+def asv_option_scores(asv_scores: Path | None, asv_key: Path | None) -> AsvScores | None:
     """The ``--asv-scores``/``--asv-key`` options read (:func:`cbl.tdcf.read_asv_scores`), or None when not given."""
     if asv_scores is None:
         if asv_key is not None:
             raise UsageError("--asv-key needs --asv-scores (the ASV score.txt it describes)")
         return None
-    from cbl.tdcf import read_asv_scores
-
     return read_asv_scores(asv_scores, asv_key)
 
 
