@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from cbl.config import resolve_config
-from cbl.engine import read_history
+from cbl.engine import available_cpus, read_history
 
 __all__ = ["SIZES", "BenchContext", "Row", "Sizes", "base_model_dir", "demo_config", "demo_sets", "epoch_seconds", "format_table", "machine_info"]
 
@@ -20,6 +20,7 @@ __all__ = ["SIZES", "BenchContext", "Row", "Sizes", "base_model_dir", "demo_conf
 @dataclass(frozen=True)
 class Sizes:
     """How big each measurement is; ``quick`` fits the 2-core CPU machine in a few minutes."""
+
     name: str
     utterances: int  # demo utterances per split (train/dev/eval)
     seconds: float  # demo utterance length
@@ -60,6 +61,7 @@ SIZES: dict[str, Sizes] = {
 @dataclass
 class Row:
     """One line of the table: side A vs side B, their ratio, the target and whether it is met."""
+
     id: str
     what: str
     a_label: str
@@ -81,6 +83,7 @@ class Row:
 @dataclass
 class BenchContext:
     """What every measurement gets: sizes, a scratch folder, the device, and where to say what it is doing."""
+
     sizes: Sizes
     work_dir: Path
     device: str = "cpu"
@@ -155,7 +158,7 @@ def machine_info() -> dict[str, Any]:
         except ImportError:
             versions[name] = None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
+        "cpu": cpu, "cores": os.cpu_count(), "cores_usable": available_cpus(),
         "memory_gib": round(memory_kib / 2**20, 1), "load_average": list(os.getloadavg()),
         "python": platform.python_version(), "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, **versions,

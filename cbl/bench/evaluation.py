@@ -47,8 +47,6 @@ def measure_eval_throughput(ctx: BenchContext) -> list[Row]:
 
 def _eval_records(ctx: BenchContext):
     """A protocol with realistic lengths: log-uniform in [1 s, eval_max_seconds] (short utterances dominate)."""
-
-
     folder = ctx.work_dir / "eval_audio"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
@@ -70,8 +68,6 @@ def _eval_low(ctx: BenchContext) -> float:
 
 def _score_throughput(ctx: BenchContext, config, records, *, bucketed: bool) -> tuple[float, float]:
     """(utterances/s, peak memory MiB) of scoring ``records`` with the tiny or base model."""
-
-
     torch.set_num_threads(ctx.threads)
     device = torch.device(ctx.device)
     model = build_model(config.model).to(device).eval()

@@ -29,8 +29,6 @@ def measure_feature_cache(ctx: BenchContext) -> list[Row]:
     start from an empty cache folder. Then the dev EER of every config and epoch is
     compared between the two sides: the cache must not change what is learnt.
     """
-
-
     points = [dict(zip([k for k, _ in _HEAD_GRID], values)) for values in itertools.product(*[v for _, v in _HEAD_GRID])]
     epochs = ctx.sizes.epochs + 2  # head-only sweeps train longer (search_spaces/head_only.yaml: 20 epochs)
     seconds: dict[str, float] = {}

@@ -55,7 +55,6 @@ def measure_full_size(ctx: BenchContext) -> list[Row]:
         raise CblError(f"bench: the XLS-R-sized run failed (exit {run['returncode']}); see "
                        f"{ctx.work_dir / 'full-size.log'}")
     epoch = history[0]
-
     with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:  # shapes only, no tensors read
         parameters = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
     count = f"{parameters / 1e6:.0f}M" if parameters >= 1e6 else f"{parameters / 1e3:.0f}k"

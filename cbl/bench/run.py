@@ -60,8 +60,6 @@ def parse_only(text: str | None) -> list[str]:
 def run_bench(sizes: Sizes, names: Sequence[str], out: Path, *, echo: Callable[[str], None] = print,
               work_dir: Path | None = None) -> dict[str, Any]:
     """Run the named measurements, print the table and the machine, write the JSON (atomically) to ``out``."""
-
-
     started = time.monotonic()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     machine = machine_info()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import math
 import multiprocessing
-import os
 import statistics
 import tempfile
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from cbl.bench.core import BenchContext, Row, demo_config
 from cbl.data import load_split
 from cbl.sweep.searchers import MAX_REDRAWS, config_key, draw_unfinished
-from cbl.engine import fit, read_history
+from cbl.engine import available_cpus, fit, read_history
 
 __all__ = ["ASHA_FACTOR", "ASHA_GRACE", "SEARCH_CONCURRENCY", "WITHIN_POINTS", "measure_search_efficiency", "replay_search"]
 
@@ -88,8 +87,6 @@ def _grid_curves(ctx: BenchContext) -> dict[tuple, list[float]]:
     """Train every grid config for ``grid_epochs``; return config values -> dev EER per epoch."""
     if "grid_curves" in ctx.cache:
         return ctx.cache["grid_curves"]
-
-
     keys = [k for k, _ in ctx.sizes.grid]
     points = list(itertools.product(*(values for _, values in ctx.sizes.grid)))
     configs = [demo_config(ctx, **{"train.epochs": ctx.sizes.grid_epochs, **dict(zip(keys, point))})
@@ -100,7 +97,6 @@ def _grid_curves(ctx: BenchContext) -> dict[tuple, list[float]]:
     ctx.echo(f"  [5] training the grid: {len(points)} configs x {ctx.sizes.grid_epochs} epochs, {workers} at a time")
     jobs = [(config, str(ctx.work_dir)) for config in configs]
     if workers > 1:
-
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             results = list(pool.map(_train_curve, jobs))
     else:
@@ -112,7 +108,7 @@ def _grid_curves(ctx: BenchContext) -> dict[tuple, list[float]]:
 def _grid_workers(ctx: BenchContext) -> int:
     if ctx.sizes.name == "tiny" or ctx.device == "cuda":
         return 1
-    return max(1, min(2, len(os.sched_getaffinity(0))))
+    return max(1, min(2, available_cpus()))
 
 
 def _train_curve(job: tuple[Any, str]) -> list[float]:
@@ -140,8 +136,6 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
     (:func:`cbl.sweep.searchers.draw_unfinished`). The stopping decisions are Ray's
     own ``ASHAScheduler``'s (``epoch`` as its time, as in a sweep).
     """
-
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     target = min(min(c) for c in curves.values()) + WITHIN_POINTS / 100 + 1e-12
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
@@ -192,6 +186,7 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
 @dataclass
 class _ReplayedTrial:
     """One replayed trial: what ASHA sees of it (``trial_id``), its Optuna trial, and its recorded curve."""
+
     trial_id: str
     trial: Any  # optuna.trial.Trial
     point: tuple

@@ -35,7 +35,6 @@ def _sweep_and_direct(ctx: BenchContext) -> dict[str, Any]:
     """
     if "sweep" in ctx.cache:
         return ctx.cache["sweep"]
-
     sets = demo_sets(ctx, **{"train.epochs": ctx.sizes.ray_epochs, "loss.type": "cluster_only"})
     config = demo_config(ctx, **{"train.epochs": ctx.sizes.ray_epochs, "loss.type": "cluster_only"})
     for split in ("train", "dev"):

@@ -46,8 +46,6 @@ def measure_data_loading(ctx: BenchContext) -> list[Row]:
     for model in ctx.models:
         consumed = _model_throughput(ctx, model)
         for algo, label in ((0, "off"), (4, "algo 4 = 1+2+3")):
-
-
             # the workers a run on this device gets by default (auto: none on the CPU, CPUs - 1 on a GPU)
             config = resolve_workers(demo_config(ctx, model, **{"data.rawboost_algo": algo}),
                                      torch.device(ctx.device), None)
@@ -61,8 +59,6 @@ def measure_data_loading(ctx: BenchContext) -> list[Row]:
 
 
 def _loader_throughput(ctx: BenchContext, config) -> float:
-
-
     torch.set_num_threads(ctx.threads)
     records = load_split(config.data, "train")
     count, started, epoch = 0, time.perf_counter(), 0
@@ -77,8 +73,6 @@ def _loader_throughput(ctx: BenchContext, config) -> float:
 
 def _model_throughput(ctx: BenchContext, model_name: str) -> float:
     """Forward + weighted CE + backward + AdamW step on batches already in memory (on the device)."""
-
-
     config = demo_config(ctx, model_name, **{"loss.type": "ce_only"})
     torch.set_num_threads(ctx.threads)
     device = torch.device(ctx.device)
@@ -108,8 +102,6 @@ def _model_throughput(ctx: BenchContext, model_name: str) -> float:
 
 def measure_center_refresh(ctx: BenchContext) -> list[Row]:
     """Seconds per k-means refresh (warm start, K=20, D=256) as bonafide embeddings grow; first fit beside it."""
-
-
     rows = []
     for n in ctx.sizes.refresh_sizes:
         points = _clustered_points(n, dim=256, clusters=20, seed=n)

@@ -58,9 +58,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from cbl.config import ExperimentConfig
+from cbl.data import EvalDataset, LengthBucketSampler, TrainDataset, batch_fields, collate
 from cbl.data.rawboost import RAWBOOST_VERSION
 from cbl.engine.runtime import autocast_for
 from cbl.errors import CblError, ConfigError
@@ -207,8 +208,6 @@ def collate_features(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for i, s in enumerate(states):
             batch[i, : s.shape[0]] = s
             mask[i, : s.shape[0]] = True
-    from cbl.data.dataset import batch_fields
-
     return {"states": batch, "frame_mask": mask, **batch_fields(items)}
 
 
@@ -279,8 +278,6 @@ def _fsync_path(path: Path) -> None:
 
 
 def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig, copy: int = 0):
-    from cbl.data import EvalDataset, TrainDataset
-
     if split == "train":
         dataset = TrainDataset(records, config.data, config.train.seed,
                                augment=bool(config.data.rawboost_algo and config.data.augment_copies))
@@ -293,10 +290,6 @@ def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig,
 def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
            device: torch.device, key: dict[str, Any], copy: int = 0) -> None:
     """Run the front-end over every item once and write the entry's three files into ``folder``."""
-    from torch.utils.data import DataLoader
-
-    from cbl.data import LengthBucketSampler, collate
-
     frontend = model.frontend
     dataset, lengths = _audio_dataset(split, records, config, copy)
     frames = frontend.frame_lengths(torch.tensor(lengths, dtype=torch.long)).tolist()

@@ -19,6 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
+from cbl.metrics import compute_det_curve, compute_eer
 from cbl.report.tables import natural_key
 
 __all__ = ["learning_curves", "importance_bars", "det_curves", "attack_bars", "embedding_scatter"]
@@ -119,8 +120,6 @@ _DET_TICKS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8)
 def det_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], split: str = "eval") -> bytes:
     """DET curves on normal-deviate (probit) axes. curves: (label, bonafide scores, spoof scores)."""
     from scipy.stats import norm
-
-    from cbl.metrics import compute_det_curve, compute_eer
 
     fig = Figure(figsize=(6.5, 6.5))
     ax = fig.subplots()

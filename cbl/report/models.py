@@ -19,8 +19,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cbl.config import load_config
+from cbl.data import load_split, make_eval_loader
 from cbl.engine.checkpoint import checkpoint_signature
+from cbl.engine.evaluate import evaluate_records, load_model
+from cbl.engine.inference import embed
 from cbl.errors import CblError
+from cbl.metrics import compute_eer, read_score_file
 from cbl.sweep.store import TrialInfo
 from cbl.yamlio import atomic_write_bytes
 
@@ -63,8 +68,6 @@ def loss_type(trial: TrialInfo) -> str:
     if "loss.type" in trial.params:
         return str(trial.params["loss.type"])
     try:
-        from cbl.config import load_config
-
         return load_config(trial.path / "config.yaml").loss.type
     except (OSError, CblError):
         return "?"
@@ -72,8 +75,6 @@ def loss_type(trial: TrialInfo) -> str:
 
 def _reuse_scores(path: Path, checkpoint: Path, ids: list[str]) -> np.ndarray | None:
     """Scores from an existing score file written after ``checkpoint`` for exactly ``ids``, else None."""
-    from cbl.metrics import read_score_file
-
     if not path.is_file() or path.stat().st_mtime_ns < checkpoint.stat().st_mtime_ns:
         return None
     try:
@@ -109,9 +110,6 @@ def _dev_sample(records: Sequence[Any], max_points: int) -> list[Any]:
 def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path, *, max_points: int = 2000,
                   echo: Callable[[str], None] = print) -> ModelView:
     """Eval scores and dev embeddings of ``trial``'s best checkpoint (cached under ``cache``)."""
-    from cbl.config import load_config
-    from cbl.data import load_split
-
     checkpoint = trial.best_checkpoint
     config = load_config(trial.path / "config.yaml")
     loaded = None
@@ -119,8 +117,6 @@ def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path
     def model():
         nonlocal loaded
         if loaded is None:
-            from cbl.engine.evaluate import load_model
-
             loaded = load_model(checkpoint)
         return loaded
 
@@ -135,8 +131,6 @@ def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path
             score_file = candidate
             break
     if scores is None:
-        from cbl.engine.evaluate import evaluate_records
-
         echo(f"scoring the eval split ({len(records)} utterances) with trial {trial.trial_id}")
         scores = evaluate_records(model(), records, score_file, style="2019").scores
 
@@ -147,9 +141,6 @@ def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path
     signature = f"{checkpoint_signature(checkpoint)} n={len(sample)}"
     arrays = _read_npz(embedded, signature)
     if arrays is None:
-        from cbl.data import make_eval_loader
-        from cbl.engine.inference import embed
-
         echo(f"embedding {len(sample)} dev utterances with trial {trial.trial_id}")
         lm = model()
         loader = make_eval_loader(sample, lm.config.data, batch_size=lm.config.train.eval_batch_size)
@@ -220,8 +211,6 @@ def write_projector(log_dir: Path, views: Sequence[ModelView]) -> Path:
 
 def eer_or_nan(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None) -> float:
     """EER of bonafide vs the spoofs selected by ``mask`` (all spoofs when None); NaN when a class is empty."""
-    from cbl.metrics import compute_eer
-
     spoof = labels == 0 if mask is None else (labels == 0) & mask
     if not (labels == 1).any() or not spoof.any():
         return math.nan
