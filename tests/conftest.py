@@ -9,6 +9,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # no model hub is reachable: loading must ne
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _ray_tests_are_marked(request):
+    """A test that asks for the shared Ray carries the ``ray`` marker, so ``-m "not ray"`` really leaves Ray out."""
+    if "ray_session" in request.fixturenames and request.node.get_closest_marker("ray") is None:
+        pytest.fail(f"{request.node.nodeid} uses ray_session: mark it @pytest.mark.ray")
+
+
 @pytest.fixture(scope="session")
 def ray_session(tmp_path_factory):
     os.environ.setdefault("CBL_CACHE", str(tmp_path_factory.mktemp("cbl_cache")))

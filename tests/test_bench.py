@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,19 @@ from cbl.errors import UsageError
 # everything but the Ray sweep (ray_trial, memory: see the slow test below)
 FAST = "cluster_loss,data_loading,center_refresh,search_efficiency,eval_throughput,feature_cache,rawboost,full_size"
 ROW_KEYS = {"id", "what", "a_label", "a", "b_label", "b", "unit", "target", "met", "note", "ratio"}
+
+
+# "ratio <= 1.05", "ratio < 1: better", "refresh <= 1 s", "published >= 200": the value, the operator, the bound
+TARGET = re.compile(r"^(ratio|refresh|published) (<=|>=|<) ([0-9.]+)")
+
+
+def target_met(row: dict) -> bool:
+    """Whether a row's numbers meet its target, read from the target's own text."""
+    match = TARGET.match(row["target"])
+    assert match, f"a target the test cannot read: {row['target']!r}"
+    side, operator, bound = match.groups()
+    value = row["ratio"] if side == "ratio" else row["a"]
+    return {"<=": value <= float(bound), ">=": value >= float(bound), "<": value < float(bound)}[operator]
 
 
 def run(*args: str):
@@ -44,8 +58,9 @@ def check_result(path: Path, output: str, names: list[str]) -> list[dict]:
             assert row["target"] == "report" and (0 in (row["a"], row["b"]) or row["b"] is None), row
             continue
         assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
-        assert row["met"] in (True, False, None)
-        assert (row["met"] is None) == (row["target"] == "report")
+        assert (row["met"] is None) == (row["target"] == "report"), row
+        if row["target"] != "report":
+            assert row["met"] is target_met(row), row  # "met" says what the target says of the numbers
     return rows
 
 
@@ -60,6 +75,7 @@ def test_tiny_bench_prints_one_table_and_writes_json(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["bench.json"]
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_tiny_bench_ray_trial_and_memory(ray_session, tmp_path):
     out = tmp_path / "bench.json"

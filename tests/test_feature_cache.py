@@ -190,6 +190,7 @@ demo:
 """
 
 
+@pytest.mark.ray
 def test_a_head_only_sweep_shares_one_cache(ray_session, tmp_path):
     """Every trial of the sweep reads the cache one trial built in the experiment folder; results match audio."""
     from cbl.sweep.store import read_trials
@@ -224,6 +225,7 @@ def test_train_reports_the_cache_size(tmp_path):
     assert re.search(rf"feature cache {re.escape(str(tmp_path / 'r' / 'feature_cache'))}: dev \d+\.\d MB", result.output)
 
 
+@pytest.mark.ray
 def test_relative_paths_in_a_sweep_mean_where_the_command_ran(ray_session, tmp_path, monkeypatch):
     """Ray runs each trial in its own folder: `--set train.feature_cache_dir=shared` must still be ./shared."""
     from cbl.sweep.store import read_trials

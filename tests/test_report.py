@@ -26,17 +26,9 @@ from cbl.report.tables import Importance, marginal_rows, param_importance
 from cbl.sweep.space import Param
 from cbl.sweep.store import TrialInfo, write_sweep, write_trial_state
 
-TINY_SETS = [
-    "data.demo_utterances=40",
-    "data.demo_seconds=0.5",
-    "data.max_len=8000",
-    "data.eval_window=8000",
-    "centers.init_max_utterances=16",
-    "train.epochs=2",
-    "train.batch_size=8",
-    "train.eval_batch_size=20",
-    "train.num_threads=1",
-]
+from tiny import TINY_SWEEP
+
+TINY_SETS = list(TINY_SWEEP)
 CLUSTER_TYPES = ["cluster_only", "combined"]
 SPACE = {
     "name": "reportdemo",

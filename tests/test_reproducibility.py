@@ -34,6 +34,7 @@ def sweep(space: Path, storage: Path, name: str) -> list[tuple[dict, list[float]
     return [(t.params, [h["dev_eer"] for h in t.history]) for t in trials]
 
 
+@pytest.mark.ray
 @pytest.mark.slow  # two sweeps of three trials: about a minute on 2 cores
 def test_same_seed_same_configurations_and_dev_eer(ray_session, tmp_path):
     space = tmp_path / "repro.yaml"

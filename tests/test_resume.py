@@ -14,11 +14,10 @@ import pytest
 
 from cbl.sweep.store import read_trials
 
+from tiny import TINY_SWEEP, as_set_args
+
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-TINY = [
-    "--set", "data.demo_utterances=60", "--set", "data.demo_seconds=0.5", "--set", "train.batch_size=8",
-    "--set", "train.eval_batch_size=16", "--set", "data.max_len=8000", "--set", "data.eval_window=8000",
-]
+TINY = as_set_args((*TINY_SWEEP, "data.demo_utterances=60", "train.eval_batch_size=16"))
 
 
 def cli(*args: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
@@ -118,15 +117,16 @@ def start_driver(moment: str, tmp_path: Path, env: dict[str, str]) -> tuple[subp
     num_samples, concurrent, epochs, final_seeds, _ = MOMENTS[moment]
     if moment == "mid_epoch":
         args = [str(SPACES / "ablation.yaml"), "--name", "kill", "--num-samples", str(num_samples),
-                "--set", f"train.epochs={epochs}", *TINY, "--set", "data.demo_utterances=100"]
+                *TINY, "--set", f"train.epochs={epochs}", "--set", "data.demo_utterances=100"]
     else:
         space = space_file(tmp_path, num_samples=num_samples, max_concurrent=concurrent)
-        args = [str(space), "--set", f"train.epochs={epochs}", "--set", "loss.num_clusters=3", *TINY]
+        args = [str(space), *TINY, "--set", f"train.epochs={epochs}", "--set", "loss.num_clusters=3"]
     args += ["--final-seeds", str(final_seeds)] if final_seeds else ["--no-final-eval"]
     driver = cli("run", *args, "--demo", "--storage", str(storage), env=env)
     return driver, storage / "kill", num_samples
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 @pytest.mark.parametrize("moment", list(MOMENTS))
 def test_sigkill_of_the_driver_then_resume_finishes_with_the_exact_trial_count(tmp_path, moment):
@@ -191,6 +191,7 @@ def assert_final_evaluation_completed(experiment: Path, before_kill: dict, outpu
     assert rerun.returncode == 0 and "nothing to resume" in again, again
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
     """SIGKILL the Ray worker process of a running trial: Ray retries it (failure.max_failures: 1), the trial
@@ -199,7 +200,7 @@ def test_a_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
     space = space_file(tmp_path, num_samples=2, max_concurrent=1)
     experiment = tmp_path / "runs" / "kill"
     driver = cli("run", str(space), "--demo", "--storage", str(tmp_path / "runs"), "--no-final-eval",
-                 "--set", "train.epochs=3", "--set", "loss.num_clusters=3", *TINY, env=env)
+                 *TINY, "--set", "train.epochs=3", "--set", "loss.num_clusters=3", env=env)
     try:
         wait_for(lambda: any(t.state == "running" and t.epochs >= 1 for t in trials_of(experiment)), 400, driver)
         (victim,) = [t for t in read_trials(experiment) if t.state == "running"]
@@ -247,13 +248,14 @@ def trial_worker_pid(driver_pid: int) -> int:
     workers = [pid for pid, title in titles.items() if title.startswith("ray::ImplicitFunc")]
     assert len(workers) == 1, titles
     return workers[0]
+@pytest.mark.ray
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_sweep_resumes(tmp_path):
     env = {**os.environ, "CBL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     experiment = tmp_path / "runs" / "intr"
     driver = cli("run", str(SPACES / "loss_type.yaml"), "--demo", "--storage", str(tmp_path / "runs"), "--name", "intr",
-                 "--no-final-eval", "--set", "train.epochs=3", "--set", "loss.num_clusters=3", *TINY, env=env)
+                 "--no-final-eval", *TINY, "--set", "train.epochs=3", "--set", "loss.num_clusters=3", env=env)
     try:
         wait_for(lambda: any(t.epochs >= 1 for t in read_trials(experiment)) if experiment.is_dir() else False,
                  300, driver)

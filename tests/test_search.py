@@ -15,12 +15,10 @@ from cbl.cli import cli
 from cbl.config import load_config
 from cbl.sweep.store import read_trials
 
+from tiny import TINY_SWEEP, as_set_args
+
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-TINY = [
-    "--set", "data.demo_utterances=40", "--set", "data.demo_seconds=0.5", "--set", "train.epochs=2",
-    "--set", "train.batch_size=8", "--set", "train.eval_batch_size=16", "--set", "data.max_len=8000",
-    "--set", "data.eval_window=8000", "--set", "centers.init_max_utterances=16",
-]
+TINY = as_set_args((*TINY_SWEEP, "train.eval_batch_size=16"))
 
 
 def write_space(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:
@@ -52,6 +50,7 @@ def grid_sweep(ray_session, tmp_path_factory):
     return result, tmp / "runs" / "grid"
 
 
+@pytest.mark.ray
 def test_grid_sweep_end_to_end(grid_sweep):
     result, experiment = grid_sweep
     assert result.exit_code == 0, result.output
@@ -78,6 +77,7 @@ def test_grid_sweep_end_to_end(grid_sweep):
     assert "tensorboard --logdir" in result.output
 
 
+@pytest.mark.ray
 def test_status_and_best_commands(grid_sweep):
     _, experiment = grid_sweep
     status = run("status", str(experiment))
@@ -92,6 +92,7 @@ def test_status_and_best_commands(grid_sweep):
     assert yaml.safe_load(out.read_text())["loss"]["type"] in ("cluster_only", "ce_only")
 
 
+@pytest.mark.ray
 def test_tensorboard_shows_every_trial_with_hparams(grid_sweep):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
@@ -118,6 +119,7 @@ def test_tensorboard_shows_every_trial_with_hparams(grid_sweep):
     assert sorted(seen_params) == ["ce_only", "cluster_only", "cluster_only"]
 
 
+@pytest.mark.ray
 def test_run_refuses_to_overwrite_a_finished_experiment(grid_sweep, tmp_path):
     _, experiment = grid_sweep
     space = write_space(tmp_path, GRID)
@@ -135,6 +137,7 @@ def test_run_on_unfinished_experiment_points_to_resume(tmp_path):
     assert "exists and is unfinished" in result.output and "cbl-search resume" in result.output
 
 
+@pytest.mark.ray
 def test_optuna_asha_sweep_with_conditions(ray_session, tmp_path):
     result = run("run", str(SPACES / "ablation.yaml"), "--demo", "--storage", str(tmp_path), "--name", "abl",
                  "--num-samples", "4", "--no-final-eval", *TINY, "--set", "data.demo_utterances=80",
@@ -151,6 +154,7 @@ def test_optuna_asha_sweep_with_conditions(ray_session, tmp_path):
     assert json.loads((tmp_path / "abl" / "sweep.json").read_text())["state"] == "finished"
 
 
+@pytest.mark.ray
 def test_gpu_request_on_a_cpu_cluster_is_an_error_before_any_trial(ray_session, tmp_path):
     space = write_space(tmp_path, GRID.replace("resources: {cpu: 1, gpu: 0}", "resources: {cpu: 1, gpu: 0.5}"))
     # --demo would force the CPU: run without it, on the demo corpus
@@ -180,6 +184,7 @@ def test_second_driver_on_the_same_experiment_is_refused(tmp_path):
     assert "a sweep is already running on this experiment" in result.output
 
 
+@pytest.mark.ray
 def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
     from cbl.data import demo_root
     from cbl.engine import load_model
@@ -211,6 +216,7 @@ def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
     assert dev["selection"]["eer"] == pytest.approx(summary["dev_eer"], abs=1e-9)
 
 
+@pytest.mark.ray
 def test_final_eval_reports_min_tdcf_with_the_organisers_asv_scores(grid_sweep, tmp_path):
     _, experiment = grid_sweep
     asv = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
@@ -241,6 +247,7 @@ def test_trials_unknown_to_the_restored_sweep_are_marked_lost_and_not_counted(tm
     assert best_trial(read_trials(tmp_path)).trial_id == "known"  # a lost trial is never the best
 
 
+@pytest.mark.ray
 def test_errored_trial_is_reported_and_retried_with_retry_errored(ray_session, tmp_path):
     from cbl.data import demo_root
     from cbl.sweep.settings import prepare_sweep

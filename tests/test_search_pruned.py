@@ -13,6 +13,8 @@ from cbl.sweep.searchers import DefineByRun, GridSearcher, PrunedAwareOptunaSear
 from cbl.sweep.settings import SweepSettings
 from cbl.sweep.space import parse_search_space
 
+from tiny import TINY_SWEEP
+
 SPACE = {
     "name": "pruned",
     "space": {"loss.type": {"choice": ["cluster_only", "ce_only"]}, "optim.lr": {"loguniform": [1e-4, 1e-2]}},
@@ -102,6 +104,7 @@ def test_the_tuner_uses_it_for_optuna_sweeps_when_chosen(tmp_path):
     assert isinstance(tune_config.search_alg, GridSearcher)
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_a_real_asha_sweep_records_its_stopped_trials_as_pruned(ray_session, tmp_path):
     import pickle
@@ -113,8 +116,7 @@ def test_a_real_asha_sweep_records_its_stopped_trials_as_pruned(ray_session, tmp
     space = tmp_path / "space.yaml"
     space.write_text(json.dumps({**SPACE, "search": {"algorithm": "optuna", "num_samples": 6, "seed": 0,
                                                      "max_concurrent": 1}}))
-    tiny = ["data.demo_utterances=40", "data.demo_seconds=0.5", "data.max_len=8000", "data.eval_window=8000",
-            "train.epochs=3", "train.batch_size=8", "centers.init_max_utterances=16"]
+    tiny = [*TINY_SWEEP, "train.epochs=3"]
     result = CliRunner().invoke(cli, ["run", str(space), "--demo", "--storage", str(tmp_path / "runs"),
                                       "--no-final-eval", *[a for item in tiny for a in ("--set", item)]])
     assert result.exit_code == 0, result.output

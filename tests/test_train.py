@@ -96,7 +96,19 @@ def test_fit_reports_every_epoch_with_metrics_and_checkpoint_dir(kmeans_run):
     lrs = [m["lr"] for m, _, _ in recorder.reports]
     assert lrs[0] > lrs[1] > lrs[2]  # cosine decay over train.epochs
     assert read_history(run_dir) == [m for m, _, _ in recorder.reports]
-    assert result.epochs_run == 3 and result.run_dir == run_dir
+    assert result.run_dir == run_dir
+    assert (result.best_epoch, result.best_dev_eer) == min(((m["epoch"], m["dev_eer"]) for m, _, _ in recorder.reports),
+                                                           key=lambda pair: pair[1])
+
+
+def test_fitting_a_finished_run_again_trains_nothing_and_gives_its_result(kmeans_run):
+    """The resume rule at its end point: every epoch is checkpointed, so nothing is left to train or report."""
+    config, run_dir, _, result = kmeans_run
+    recorder = Recorder()
+    again = fit(config, recorder, run_dir)
+    assert recorder.reports == []
+    assert (again.epochs_run, again.best_epoch, again.best_dev_eer) == (3, result.best_epoch, result.best_dev_eer)
+    assert [m["epoch"] for m in read_history(run_dir)] == [1, 2, 3]
 
 
 def test_checkpoint_holds_the_whole_training_state(kmeans_run):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tiny import TINY_SWEEP, as_set_args
+
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
 SCRIPT = textwrap.dedent("""
@@ -34,14 +36,13 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.ray
 @pytest.mark.slow
 def test_sweep_runs_trials_on_both_nodes(tmp_path):
     env = {**os.environ, "CBL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     args = ["run", str(SPACES / "loss_type.yaml"), "--demo", "--storage", str(tmp_path / "runs"), "--no-final-eval",
-            "--set", "data.demo_utterances=40", "--set", "data.demo_seconds=0.5", "--set", "train.epochs=1",
-            "--set", "centers.init_max_utterances=16", "--set", "loss.num_clusters=2",
-            "--set", "data.max_len=8000", "--set", "data.eval_window=8000"]
+            *as_set_args((*TINY_SWEEP, "train.epochs=1", "loss.num_clusters=2"))]
     proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "loss_type" / "trials").glob("*/trial.json")]

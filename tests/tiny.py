@@ -1,4 +1,8 @@
-"""The tiny demo settings the training and evaluation tests share (seconds per run on 2 cores)."""
+"""The tiny demo settings every training, evaluation and sweep test shares (seconds per run on 2 cores).
+
+One definition: a test that needs other sizes lays its own ``KEY=VALUE`` after these
+(the later one wins).
+"""
 
 TINY = (
     "data.demo_utterances=40",
@@ -11,6 +15,10 @@ TINY = (
     "train.eval_batch_size=20",
     "train.num_threads=1",
 )
+
+# A sweep's trials: the same sizes without loss.num_clusters (a --set has the last word, so it would replace a
+# searched K), and a capped initial center pass.
+TINY_SWEEP = (*(item for item in TINY if not item.startswith("loss.num_clusters=")), "centers.init_max_utterances=16")
 
 
 def as_set_args(items=TINY) -> list[str]:
