@@ -103,15 +103,14 @@ def test_other_config_into_the_same_folder_is_refused(tmp_path, finished_run):
     assert sorted(p.name for p in out.iterdir()) == before
 
 
-def test_missing_data_root_tells_how_to_set_it(tmp_path):
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path) as cwd:
-        result = runner.invoke(cli, ["train", "--set", "train.num_threads=1"])
-        assert result.exit_code == 2
-        assert "data.root is not set" in result.output and "--set data.root=" in result.output
-        assert "--demo" in result.output
-        assert "Traceback" not in result.output
-        assert not (Path(cwd) / "cbl_runs").exists()  # a failed start leaves no half-made run folder
+def test_missing_data_root_tells_how_to_set_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["train", "--set", "train.num_threads=1"])
+    assert result.exit_code == 2
+    assert "data.root is not set" in result.output and "--set data.root=" in result.output
+    assert "--demo" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "cbl_runs").exists()  # a failed start leaves no half-made run folder
 
 
 def test_unknown_key_is_named(tmp_path):
