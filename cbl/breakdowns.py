@@ -20,7 +20,8 @@ the official lists get rows of their own, after the official ones.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -125,7 +126,10 @@ def condition_breakdowns(records: Sequence[Any], scores: Any, scorer: TdcfScorer
         return []
     scores, labels = np.asarray(scores, dtype=np.float64), np.array([r.label for r in records])
     meta = records[0].meta
-    column = lambda name: np.array([r.meta.get(name, "") for r in records], dtype=object)  # noqa: E731
+
+    def column(name: str) -> np.ndarray:
+        return np.array([r.meta.get(name, "") for r in records], dtype=object)
+
     out = []
     if "transmission" in meta:  # 2021 LA: the ASV key carries the codec too (2021 form)
         tdcf = scorer.row if scorer is not None and scorer.asv.codecs is not None else None

@@ -67,7 +67,7 @@ class BonafideCenters:
     def is_fitted(self) -> bool:
         return self.centers is not None
 
-    def to(self, device: torch.device | str) -> "BonafideCenters":
+    def to(self, device: torch.device | str) -> BonafideCenters:
         """Keep the centers on ``device`` (the model's), so the loss needs no per-step copy."""
         self.device = torch.device(device)
         if self.centers is not None:
@@ -175,7 +175,7 @@ class OnlineCenters(BonafideCenters):
         self.dead_after_steps = dead_after_steps
         self.steps_since_assigned = torch.zeros(num_clusters, dtype=torch.long)
 
-    def to(self, device: torch.device | str) -> "OnlineCenters":
+    def to(self, device: torch.device | str) -> OnlineCenters:
         super().to(device)
         self.steps_since_assigned = self.steps_since_assigned.to(self.device)
         return self

@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -178,7 +179,7 @@ class ZNormStats:
     ce_std: float
 
     @classmethod
-    def from_components(cls, cluster: Any, ce: Any) -> "ZNormStats":
+    def from_components(cls, cluster: Any, ce: Any) -> ZNormStats:
         """cluster, ce: (N,) raw scores of the reference set (N >= 1)."""
         cluster_array = _finite_scores(cluster, "cluster scores")
         ce_array = _finite_scores(ce, "CE scores")
@@ -261,13 +262,13 @@ def write_score_file(
     if bad_id is not None:
         raise CblError(f"utterance id {bad_id!r} is empty or contains whitespace; score files are space-separated")
     if style == "2021":
-        lines = [f"{utt} {float(score)!r}" for utt, score in zip(utt_ids, score_array)]
+        lines = [f"{utt} {float(score)!r}" for utt, score in zip(utt_ids, score_array, strict=True)]
     elif style == "2019":
         if attacks is None or keys is None or len(attacks) != score_array.size or len(keys) != score_array.size:
             raise CblError("a 2019-style score file needs one attack and one key per score")
         lines = [
             f"{utt} {attack} {_key_text(key)} {float(score)!r}"
-            for utt, attack, key, score in zip(utt_ids, attacks, keys, score_array)
+            for utt, attack, key, score in zip(utt_ids, attacks, keys, score_array, strict=True)
         ]
     else:
         raise CblError(f"score file style {style!r} is unknown, expected '2021' or '2019'")

@@ -215,7 +215,7 @@ def _read_2021(path: Path, rows: list[tuple[int, list[str]]], key_path: Path, su
         raise UsageError(f"{path}: {len(rows)} ASV scores but {len(meta)} trials in {key_path}; the 2021 files "
                          "pair line by line")
     values, keys, attacks, codecs = [], [], [], []
-    for (number, fields), (key_number, info) in zip(rows, meta):
+    for (number, fields), (key_number, info) in zip(rows, meta, strict=True):
         if len(fields) != 3:
             raise UsageError(f"{path}:{number}: expected 3 columns 'SPEAKER TRIAL SCORE' (ASVspoof 2021 ASV "
                              f"scores), got {len(fields)}")

@@ -6,6 +6,7 @@ records the line of every key so that errors can say ``file.yaml:12: ...``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -15,7 +16,7 @@ import yaml
 
 from cbl.errors import ConfigError
 
-__all__ = ["LineMap", "load_yaml", "read_text_file", "dump_yaml", "atomic_write_text", "atomic_write_bytes"]
+__all__ = ["LineMap", "atomic_write_bytes", "atomic_write_text", "dump_yaml", "load_yaml", "read_text_file"]
 
 LineMap = dict[str, int]  # dotted key path -> 1-based line number
 
@@ -128,10 +129,8 @@ def _write_all(fd: int, payload: bytes) -> None:
 
 def _remove_quietly(path: str) -> None:
     """Drop a temporary file; a folder that turned read-only may refuse, and the original error matters more."""
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

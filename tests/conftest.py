@@ -1,12 +1,13 @@
 import os
 
+import pytest
+
 os.environ["HF_HUB_OFFLINE"] = "1"  # no model hub is reachable: loading must never try the network
 
 
 # ---------------------------------------------------------------- Ray (sweep tests)
 # One shared local Ray per test session: 2 CPUs, no dashboard, a small object store.
 # Environment read by Ray's workers (cache folder, quiet flags) is set before it starts.
-import pytest  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +34,6 @@ def ray_session(tmp_path_factory):
 
 # ---------------------------------------------------------------- demo cache (training / evaluation tests)
 # Every session generates its tiny demo corpora in its own folder, never in ~/.cache/cbl.
-import pytest  # noqa: E402,F811
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -299,27 +299,33 @@ def _dotted(node: ast.expr) -> str | None:
     return ".".join([node.id, *reversed(parts)])
 
 
+def _private_imports(module: str, path: Path) -> tuple[list[str], dict[str, str]]:
+    """Problems of ``module``'s imports (a ``_name``, or a ``_module`` of another package), and its local names
+    for cbl modules (``from cbl.report import figures``, ``import cbl.engine.trainer``)."""
+    problems, aliases = [], {}
+    for imp in imports_of(module):
+        package = imp.target.rsplit(".", 1)[0]
+        if any(_is_private(part) for part in imp.target.split(".")) and not _within(module, package):
+            problems.append(f"{path}:{imp.line}: {module} imports the private module {imp.target}")
+        if imp.name is None:
+            continue
+        if _is_private(imp.name) and imp.target != module:
+            problems.append(f"{path}:{imp.line}: {module} imports the private {imp.target}.{imp.name}")
+        if imp.target in modules() and imp.target.endswith("." + imp.name):
+            aliases[imp.name] = imp.target
+    for node in ast.walk(tree(module)):
+        if isinstance(node, ast.Import):
+            aliases.update({alias.asname or alias.name: alias.name for alias in node.names if _is_cbl(alias.name)})
+    return problems, aliases
+
+
 def private_crossings() -> list[str]:
     """``_name`` imported from another module or read as ``module._name``; a ``_module`` imported from outside
     its own package."""
     problems = []
     for module, path in modules().items():
-        aliases: dict[str, str] = {}  # local name -> the cbl module it stands for
-        for imp in imports_of(module):
-            package = imp.target.rsplit(".", 1)[0]
-            if any(_is_private(part) for part in imp.target.split(".")) and not _within(module, package):
-                problems.append(f"{path}:{imp.line}: {module} imports the private module {imp.target}")
-            if imp.name is None:
-                continue
-            if _is_private(imp.name) and imp.target != module:
-                problems.append(f"{path}:{imp.line}: {module} imports the private {imp.target}.{imp.name}")
-            if imp.target in modules() and imp.target.endswith("." + imp.name):
-                aliases[imp.name] = imp.target
-        for node in ast.walk(tree(module)):
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if _is_cbl(alias.name):
-                        aliases[alias.asname or alias.name] = alias.name
+        found, aliases = _private_imports(module, path)
+        problems += found
         for node in ast.walk(tree(module)):
             if not (isinstance(node, ast.Attribute) and _is_private(node.attr)):
                 continue

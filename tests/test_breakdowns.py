@@ -87,7 +87,7 @@ def test_condition_rows_carry_the_2021_min_tdcf_of_their_asv_trials(tmp_path: Pa
         rows += [f"LA_0009 LA_E_32{i} {codec} {trans} A07 spoof notrim eval" for i in range(2)]
     asv_key.write_text("\n".join(rows) + "\n")
     values = [3.0, 4.0, 5.0, 0.0, 1.0, 2.5, 4.5, 0.5] * 2
-    (tmp_path / "score.txt").write_text("".join(f"{' '.join(r.split()[:2])} {v}\n" for r, v in zip(rows, values)))
+    (tmp_path / "score.txt").write_text("".join(f"{' '.join(r.split()[:2])} {v}\n" for r, v in zip(rows, values, strict=True)))
     asv = read_asv_scores(tmp_path / "score.txt", asv_key)
     scorer = TdcfScorer(asv, "2021")
     (codecs,) = condition_breakdowns(records, scores, scorer)

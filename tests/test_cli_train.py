@@ -15,12 +15,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import cbl.engine.reporting
 from cbl.cli import cli
-from cbl.config import load_config
-from cbl.config import resolve_config
+from cbl.config import load_config, resolve_config
 from cbl.engine import read_history
 
-REPO = Path(__file__).resolve().parents[1]
 from tiny import TINY, as_set_args
+
+REPO = Path(__file__).resolve().parents[1]
+
 TINY_ARGS = as_set_args()
 
 
@@ -43,7 +44,7 @@ def finished_run(tmp_path_factory):
 
 
 def test_train_prints_one_summary_line_per_epoch(finished_run):
-    out, result = finished_run
+    _out, result = finished_run
     lines = result.stdout.splitlines()
     for epoch in (1, 2):
         assert len([line for line in lines if line.startswith(f"epoch {epoch}/2  dev EER ")]) == 1

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 
 from cbl.config import (
+    DEMO_OVERRIDES,
     ConfigError,
     ExperimentConfig,
     apply_overrides,
     config_to_dict,
     load_config,
     parse_set_options,
+    resolve_config,
     save_config,
 )
-from cbl.config import DEMO_OVERRIDES, resolve_config
 
 
 def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:

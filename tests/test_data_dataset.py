@@ -59,7 +59,7 @@ def test_train_loader_shapes(records: list[Record]) -> None:
     assert batch["attention_mask"] is None  # fixed-length crops need no mask
     assert batch["label"].shape == (8,) and batch["label"].dtype == torch.long
     assert batch["index"].dtype == torch.long and len(batch["utt_id"]) == len(batch["attack"]) == 8
-    for i, utt in zip(batch["index"].tolist(), batch["utt_id"]):
+    for i, utt in zip(batch["index"].tolist(), batch["utt_id"], strict=True):
         assert records[i].utt_id == utt and records[i].label == batch["label"][batch["utt_id"].index(utt)]
 
 
@@ -80,7 +80,7 @@ def test_workers_give_the_same_batches(records: list[Record]) -> None:
     single = list(make_train_loader(records, data, batch_size=5, seed=0))
     data.num_workers = 2
     multi = list(make_train_loader(records, data, batch_size=5, seed=0))
-    for x, y in zip(single, multi):
+    for x, y in zip(single, multi, strict=True):
         assert x["utt_id"] == y["utt_id"] and torch.equal(x["audio"], y["audio"])
 
 

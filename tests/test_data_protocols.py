@@ -149,7 +149,7 @@ def test_crlf_bom_comments_and_trailing_blank_lines_are_accepted(tmp_path: Path)
 # --------------------------------------------------------------------------- bad input
 def test_malformed_line_names_file_line_and_format(tmp_path: Path) -> None:
     protocol, audio_dir = write_corpus(tmp_path, LINES_2019, 1)
-    protocol.write_text("\n".join(LINES_2019[:2] + ["LA_0079 LA_T_1005000 A04 spoof"]) + "\n")
+    protocol.write_text("\n".join([*LINES_2019[:2], "LA_0079 LA_T_1005000 A04 spoof"]) + "\n")
     expected = r"protocol.txt:3: expected 5 columns 'SPEAKER UTT_ID - ATTACK KEY'.* got 4"
     with pytest.raises(ProtocolError, match=expected):
         read_asvspoof2019(protocol, audio_dir)
@@ -180,7 +180,7 @@ def test_unknown_label_in_the_wild(tmp_path: Path) -> None:
 
 def test_duplicate_utterance_id(tmp_path: Path) -> None:
     protocol, audio_dir = write_corpus(tmp_path, LINES_2019, 1)
-    protocol.write_text("\n".join(LINES_2019 + [LINES_2019[1]]) + "\n")
+    protocol.write_text("\n".join([*LINES_2019, LINES_2019[1]]) + "\n")
     expected = r"protocol.txt:4: duplicate utterance id 'LA_T_1004644' \(first seen on line 2\)"
     with pytest.raises(ProtocolError, match=expected):
         read_asvspoof2019(protocol, audio_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +154,7 @@ def test_demo_corpus_through_load_split(tmp_path: Path, monkeypatch: pytest.Monk
 @pytest.mark.parametrize("corpus", CORPORA)
 def test_every_corpus_has_a_protocol_reader(tmp_path, corpus):
     """read_protocol knows every corpus the config accepts: a missing file is that reader's error, naming it."""
-    with pytest.raises(ProtocolError, match="missing.txt: protocol file not found"):
+    with pytest.raises(ProtocolError, match=re.escape("missing.txt: protocol file not found")):
         read_protocol(corpus, tmp_path / "missing.txt", tmp_path)
 
 

@@ -14,11 +14,10 @@ from click.testing import CliRunner
 
 import cbl.engine.evaluate
 from cbl.cli import cli
-from cbl.data import load_split
-from cbl.engine import evaluate_records, load_model, score_records
-from cbl.metrics import compute_eer
 from cbl.config import resolve_config
-from cbl.engine import fit, read_history
+from cbl.data import load_split
+from cbl.engine import evaluate_records, fit, load_model, read_history, score_records
+from cbl.metrics import compute_eer
 
 from tiny import TINY
 
@@ -84,7 +83,7 @@ def test_evaluate_prints_the_eer_of_its_score_file(run, checkpoint, tmp_path):
     spoof = [scores[r.utt_id] for r in records if r.label == 0]
     eer, _ = compute_eer(bonafide, spoof)
     assert f"EER {100 * eer:.2f}% (threshold " in result.stdout
-    for attack in sorted({r.attack for r in records if r.label == 0}) + ["pooled"]:
+    for attack in [*sorted({r.attack for r in records if r.label == 0}), "pooled"]:
         assert re.search(rf"^{attack}\s+\d+\s+\d+\.\d{{3}}$", result.stdout, re.M), attack
     assert sorted(p.name for p in out.parent.iterdir()) == ["eval.txt"]  # no .partial, no temporary file
 
@@ -123,7 +122,7 @@ def test_evaluate_a_2021_la_key_prints_codec_conditions_and_both_min_tdcf_forms(
     assert line == (f"min t-DCF {min_tdcf_2019(bonafide, spoof, rates)[0]:.4f} (ASVspoof 2019 form), "
                     f"{min_tdcf_2021(bonafide, spoof, rates)[0]:.4f} (ASVspoof 2021 form)")
     assert re.search(r"^attack\s+bonafide\s+spoof\s+EER \(%\)\s+min t-DCF \(2021\)$", result.stdout, re.M)
-    for attack in attacks + ["pooled"]:
+    for attack in [*attacks, "pooled"]:
         assert re.search(rf"^{attack}\s+\d+\s+\d+\s+\d+\.\d{{3}}\s+\d\.\d{{4}}$", result.stdout, re.M), attack
     assert re.search(r"^codec condition \(2021 LA\)\s+bonafide\s+spoof\s+EER \(%\)$", result.stdout, re.M)
     for condition in ("C1", "C2", "C6", "pooled"):  # none, alaw, gsm

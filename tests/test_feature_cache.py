@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import os
-import shutil
 import json
+import os
 import re
+import shutil
 import threading
 from pathlib import Path
 
@@ -16,15 +16,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from cbl.engine import load_checkpoint
 from cbl.cli import cli
-from cbl.config import DataConfig
+from cbl.config import DataConfig, resolve_config
 from cbl.data import TrainDataset, load_split
+from cbl.engine import fit, load_checkpoint, read_history
+from cbl.engine.feature_cache import (
+    FeatureDataset,
+    collate_features,
+    describe_cache,
+    frontend_fingerprint,
+    open_or_build,
+)
 from cbl.errors import ConfigError
-from cbl.engine.feature_cache import FeatureDataset, collate_features, describe_cache, frontend_fingerprint, open_or_build
 from cbl.model import build_model
-from cbl.config import resolve_config
-from cbl.engine import fit, read_history
 
 from tiny import TINY, as_set_args
 

@@ -275,9 +275,9 @@ def test_a_normalising_front_end_ignores_the_input_gain(folders) -> None:
 
 
 def test_normalisation_is_part_of_the_feature_cache_key(tmp_path, folders) -> None:
+    from cbl.config import resolve_config
     from cbl.data import load_split
     from cbl.engine.feature_cache import frontend_fingerprint, open_or_build
-    from cbl.config import resolve_config
 
     entries = []
     for setting in ("true", "false"):
@@ -392,7 +392,7 @@ def _scores(model, records, config, batch_size):
 
     outputs = embed(model, make_eval_loader(records, config.data, batch_size=batch_size), config,
                      torch.device("cpu"))
-    by_id = dict(zip(outputs["utt_id"], outputs["embedding"]))
+    by_id = dict(zip(outputs["utt_id"], outputs["embedding"], strict=True))
     return torch.stack([by_id[r.utt_id] for r in records])
 
 

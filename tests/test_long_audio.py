@@ -11,10 +11,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from cbl.config import ModelConfig
-from cbl.model import build_model
-from cbl.config import resolve_config
+from cbl.config import ModelConfig, resolve_config
 from cbl.engine import fit, forward_chunked
+from cbl.model import build_model
 
 from tiny import TINY
 
@@ -73,7 +72,7 @@ def test_a_ten_minute_file_is_scored_within_bounded_memory(tmp_path):
     result = subprocess.run([sys.executable, "-c", script, "score", str(tmp_path / "run" / "checkpoints" / "best.pt"),
                              str(long)], capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    line = next(l for l in result.stdout.splitlines() if l.startswith(str(long)) or "long.flac" in l)
+    line = next(out for out in result.stdout.splitlines() if out.startswith(str(long)) or "long.flac" in out)
     assert np.isfinite(float(line.split()[1]))
     peak_mib = int(result.stdout.split("MAXRSS")[1].split()[0]) / 1024  # ru_maxrss is in KiB on Linux
     assert peak_mib < 2500, f"peak resident memory {peak_mib:.0f} MiB"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -147,7 +149,7 @@ def test_score_rules() -> None:
     fused = score_from_output(output, centers, LossConfig(type="combined", score="sum"), stats)
     expected = (cluster - cluster.mean()) / cluster.std(unbiased=False) + (ce - ce.mean()) / ce.std(unbiased=False)
     assert fused.tolist() == pytest.approx(expected.tolist(), abs=1e-5)
-    with pytest.raises(CblError, match="loss.score=sum needs z-normalisation statistics"):
+    with pytest.raises(CblError, match=re.escape("loss.score=sum needs z-normalisation statistics")):
         score_from_output(output, centers, LossConfig(type="combined", score="sum"))
     with pytest.raises(CblError, match="'cluster' score needs bonafide centers"):
         score_from_output(output, None, LossConfig(type="cluster_only"))

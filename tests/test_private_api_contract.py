@@ -39,7 +39,7 @@ def test_get_feat_extract_output_lengths_is_the_conv_length_formula(name) -> Non
     model = _model(name)
     lengths = torch.tensor([400, 16000, 64600])
     expected = lengths.clone()
-    for kernel, stride in zip(model.config.conv_kernel, model.config.conv_stride):
+    for kernel, stride in zip(model.config.conv_kernel, model.config.conv_stride, strict=True):
         expected = torch.div(expected - kernel, stride, rounding_mode="floor") + 1
     assert torch.equal(model._get_feat_extract_output_lengths(lengths), expected)
     assert model._get_feat_extract_output_lengths(lengths).tolist() == [1, 49, 201]

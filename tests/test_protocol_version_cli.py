@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tiny import as_set_args
 
 from cbl.cli import cli
+
+from tiny import as_set_args
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 KEY_2021_LA = "LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval\nLA_0009 LA_E_1000001 none - bonafide bonafide notrim eval\n"

@@ -9,6 +9,7 @@ them cut after its first epoch as ASHA would.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import re
@@ -70,8 +71,8 @@ class _StopAfter:
 
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory) -> Path:
-    from cbl.sweep.settings import SweepSettings
     from cbl.engine import fit
+    from cbl.sweep.settings import SweepSettings
 
     exp = tmp_path_factory.mktemp("storage") / SPACE["name"]
     settings = SweepSettings(space_data=SPACE, space_source="report_space.yaml", demo=True,
@@ -81,10 +82,8 @@ def experiment(tmp_path_factory) -> Path:
         path = exp / "trials" / trial_id
         write_trial_state(path, trial_id=trial_id, params=params, state="running", error="")
         config = settings.trial_config(params)
-        try:
+        with contextlib.suppress(_StoppedByAsha):
             fit(config, _StopAfter(epochs) if epochs < config.train.epochs else None, path)
-        except _StoppedByAsha:
-            pass
         write_trial_state(path, state="finished" if epochs == config.train.epochs else "stopped")
     write_sweep(exp, {**json.loads((exp / "sweep.json").read_text()), "state": "finished"})
     return exp
@@ -141,7 +140,7 @@ def test_results_table_holds_every_trial_sorted_by_dev_eer(experiment, report):
     expected = sorted(TRIALS, key=lambda t: (_best_eer(experiment, t), t))
     assert [row[1] for row in rows] == expected
     for row in rows:
-        params, epochs = TRIALS[row[1]]
+        _params, epochs = TRIALS[row[1]]
         assert row[2] == ("stopped" if epochs == 1 else "finished")
         assert row[3] == str(epochs)
         assert row[4] == _pct(_best_eer(experiment, row[1]))

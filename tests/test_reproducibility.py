@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from tiny import as_set_args
 
 from cbl.cli import cli
 from cbl.sweep.store import read_trials
+
+from tiny import as_set_args
 
 SPACE = """
 name: repro
@@ -66,9 +67,9 @@ def test_train_deterministic_applies_the_settings_and_two_runs_agree(tmp_path, d
 
     import torch
 
-    from cbl.engine import load_checkpoint
     from cbl.config import resolve_config
-    from cbl.engine import apply_determinism, fit, read_history
+    from cbl.engine import apply_determinism, fit, load_checkpoint, read_history
+
     from tiny import TINY
 
     config = resolve_config(None, [*TINY, "train.deterministic=true"], demo=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -235,10 +236,8 @@ def session_processes(driver_pid: int) -> dict[int, str]:
 def kill_session(driver: subprocess.Popen) -> None:
     """SIGKILL the driver, the Ray it started and Ray's workers (in groups of their own, same session)."""
     for pid in session_processes(driver.pid):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     driver.wait()
 
 

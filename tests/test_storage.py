@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from tiny import as_set_args
 
 import cbl.yamlio
-from cbl.engine import load_checkpoint, save_checkpoint
 from cbl.cli import cli, describe_os_error
 from cbl.config import resolve_config
-from cbl.engine import read_history
+from cbl.engine import load_checkpoint, read_history, save_checkpoint
 from cbl.yamlio import atomic_write_text
+
+from tiny import as_set_args
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 

@@ -6,6 +6,7 @@ point is the training loop's bookkeeping, not what the model learns.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import shutil
@@ -16,19 +17,20 @@ import pytest
 import torch
 
 import cbl.engine.trainer
-from cbl.engine import CheckpointError, load_checkpoint
-from cbl.data import load_split
-from cbl.errors import CblError, DataRootError, UsageError
 from cbl.config import resolve_config
+from cbl.data import load_split
 from cbl.engine import (
+    CheckpointError,
     TrainingDiverged,
     autocast_for,
     fit,
     learning_rate_scale,
+    load_checkpoint,
     pick_device,
     read_history,
     set_threads,
 )
+from cbl.errors import CblError, DataRootError, UsageError
 
 from tiny import TINY as _TINY
 
@@ -177,7 +179,7 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, sets):
 
     assert read_history(pieces) == [
         {**m, "epoch_seconds": p["epoch_seconds"], "train_seconds": p["train_seconds"]}
-        for m, p in zip(read_history(whole), read_history(pieces))
+        for m, p in zip(read_history(whole), read_history(pieces), strict=True)
     ]
     a, b = _final_state(whole), _final_state(pieces)
     assert a["step"] == b["step"]
@@ -224,7 +226,7 @@ def test_crash_inside_an_epoch_resumes_to_the_same_result(monkeypatch, tmp_path,
 
 
 def test_fit_refuses_to_resume_a_run_of_another_config(kmeans_run, tmp_path):
-    config, run_dir, _, _ = kmeans_run
+    _config, run_dir, _, _ = kmeans_run
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     with pytest.raises(UsageError, match=r"another configuration \(loss\.alpha: 1\.0 -> 2\.0\)"):
@@ -239,7 +241,7 @@ def test_learning_rate_schedule_is_a_pure_function_of_the_step():
     scales = [learning_rate_scale(step, 5, config) for step in range(15)]
     assert scales[:5] == [0.2, 0.4, 0.6, 0.8, 1.0]  # warm-up over the first epoch
     assert scales[5] == 1.0 and scales[-1] == pytest.approx(0.5 * (1 + math.cos(math.pi * 9 / 10)))
-    assert all(a >= b for a, b in zip(scales[5:], scales[6:]))
+    assert all(a >= b for a, b in itertools.pairwise(scales[5:]))
     assert learning_rate_scale(12, 5, tiny_config("optim.schedule=constant")) == 1.0
 
 

@@ -9,10 +9,9 @@ import shutil
 import pytest
 import torch
 
+from cbl.config import ModelConfig, resolve_config
 from cbl.engine.checkpoint import CheckpointError, load_checkpoint, load_model_state, save_checkpoint
-from cbl.config import ModelConfig
 from cbl.model import build_model
-from cbl.config import resolve_config
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from collections.abc import Callable, Sequence
@@ -147,10 +148,8 @@ def machine_info() -> dict[str, Any]:
     except OSError:
         pass
     memory_kib = 0
-    try:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
     versions = {}
     for name in ("ray", "optuna", "transformers", "sklearn"):
         try:
@@ -182,7 +181,7 @@ def format_table(rows: Sequence[Row]) -> str:
               f"{r.b_label} {_number(r.b, r.unit)}", "-" if r.ratio is None else f"{r.ratio:.3g}", r.target,
               {True: "yes", False: "NO", None: "-"}[r.met]) for r in rows]
     widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(len(header))]
-    out = ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip() for cells in [header, *lines]]
+    out = ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in [header, *lines]]
     out.insert(1, "  ".join("-" * w for w in widths))
     out += [f"  {r.id}: {r.note}" for r in rows if r.note]
     return "\n".join(out)

@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 from cbl.bench.core import BenchContext, Row, demo_config
 from cbl.bench.processes import peak_memory_mib, reset_peak_memory, sync_device
 from cbl.data import EvalDataset, Record, collate, make_eval_loader
-from cbl.model import build_model
 from cbl.engine import autocast_for
+from cbl.model import build_model
 
 __all__ = ["measure_eval_throughput"]
 

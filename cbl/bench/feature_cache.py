@@ -11,9 +11,8 @@ from pathlib import Path
 
 from cbl.bench.core import BenchContext, Row, demo_config
 from cbl.bench.processes import run_measured
+from cbl.engine import describe_cache, fit, read_history
 from cbl.errors import CblError
-from cbl.engine import describe_cache
-from cbl.engine import fit, read_history
 
 __all__ = ["measure_feature_cache", "measure_feature_cache_sweep"]
 
@@ -29,7 +28,7 @@ def measure_feature_cache(ctx: BenchContext) -> list[Row]:
     start from an empty cache folder. Then the dev EER of every config and epoch is
     compared between the two sides: the cache must not change what is learnt.
     """
-    points = [dict(zip([k for k, _ in _HEAD_GRID], values)) for values in itertools.product(*[v for _, v in _HEAD_GRID])]
+    points = [dict(zip([k for k, _ in _HEAD_GRID], values, strict=True)) for values in itertools.product(*[v for _, v in _HEAD_GRID])]
     epochs = ctx.sizes.epochs + 2  # head-only sweeps train longer (search_spaces/head_only.yaml: 20 epochs)
     seconds: dict[str, float] = {}
     eers: dict[str, list[list[float]]] = {"cache": [], "audio": []}
@@ -48,7 +47,7 @@ def measure_feature_cache(ctx: BenchContext) -> list[Row]:
         seconds[side] = time.perf_counter() - started
         if side == "cache":
             cache_bytes = sum(e["bytes"] for e in describe_cache(root / "feature_cache"))
-    worst = max(abs(a - b) for ca, cb in zip(eers["cache"], eers["audio"]) for a, b in zip(ca, cb))
+    worst = max(abs(a - b) for ca, cb in zip(eers["cache"], eers["audio"], strict=True) for a, b in zip(ca, cb, strict=True))
     sweep = f"{len(points)} configs x {epochs} epochs, frozen tiny front-end, {ctx.sizes.utterances} utt/split"
     return [
         Row("8", "frozen-feature cache: head-only sweep time, cache vs audio", "cache", seconds["cache"],

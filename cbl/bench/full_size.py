@@ -9,9 +9,9 @@ from safetensors import safe_open
 
 from cbl.bench.core import BenchContext, Row
 from cbl.bench.processes import run_measured
+from cbl.engine import read_history
 from cbl.errors import CblError
 from cbl.model.families import FAMILIES, SMALL
-from cbl.engine import read_history
 
 __all__ = ["FULL_SIZE_THREADS", "measure_full_size"]
 
@@ -56,7 +56,7 @@ def measure_full_size(ctx: BenchContext) -> list[Row]:
                        f"{ctx.work_dir / 'full-size.log'}")
     epoch = history[0]
     with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:  # shapes only, no tensors read
-        parameters = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())
+        parameters = sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118 - safe_open is no dict: it iterates nothing
     count = f"{parameters / 1e6:.0f}M" if parameters >= 1e6 else f"{parameters / 1e3:.0f}k"
     what = (f"XLS-R 300M layout, random weights ({count} parameters): cbl-search train, 1 step "
             f"at batch 2 + scoring 20 dev utterances of {seconds:g} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -79,10 +80,8 @@ def reset_peak_memory(device) -> float:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         return torch.cuda.memory_allocated() / 2**20
-    try:
+    with contextlib.suppress(OSError):  # not Linux: the peak then includes what came before
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux)
-    except OSError:
-        pass
     return proc_kib(os.getpid(), "VmRSS") / 1024
 
 

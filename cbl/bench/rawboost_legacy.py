@@ -8,7 +8,6 @@ the samples, no DC removal, level rescaled to the input's peak): never train wit
 
 from __future__ import annotations
 
-
 import numpy as np
 from scipy import signal
 
@@ -70,7 +69,7 @@ def isd_impulsive_noise(
 ) -> np.ndarray:
     """ISD: add ``x[n] * zeta[n]``, zeta ~ U(-g_sd, g_sd), at ``p`` percent of random samples. ``(T,) -> (T,)``."""
     out = x.astype(np.float64).copy()
-    count = int(round(out.shape[0] * params.p / 100.0))
+    count = int(round(out.shape[0] * params.p / 100.0))  # noqa: RUF046 - p may be a numpy float (numpy < 2: round() stays one)
     if count == 0:
         return out
     where = rng.choice(out.shape[0], size=count, replace=False)

@@ -17,8 +17,8 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from cbl.bench.core import BenchContext, Row, demo_config
 from cbl.data import load_split
-from cbl.sweep.searchers import MAX_REDRAWS, config_key, draw_unfinished
 from cbl.engine import available_cpus, fit, read_history
+from cbl.sweep.searchers import MAX_REDRAWS, config_key, draw_unfinished
 
 __all__ = ["ASHA_FACTOR", "ASHA_GRACE", "SEARCH_CONCURRENCY", "WITHIN_POINTS", "measure_search_efficiency", "replay_search"]
 
@@ -43,7 +43,7 @@ def measure_search_efficiency(ctx: BenchContext) -> list[Row]:
     grid_epochs = sum(len(c) for c in curves.values())
     best = min(min(c) for c in curves.values())
     keys = [k for k, _ in ctx.sizes.grid]
-    ctx.cache.setdefault("data", {})["grid_curves"] = [{"config": dict(zip(keys, point)), "dev_eer": curve}
+    ctx.cache.setdefault("data", {})["grid_curves"] = [{"config": dict(zip(keys, point, strict=True)), "dev_eer": curve}
                                                        for point, curve in curves.items()]
     variants = {"ray": ("complete", True), "pruned": ("pruned", True), "cbl": ("pruned", False)}
     costs = {name: [replay_search(curves, ctx.sizes.grid, seed=seed, tell=tell, max_t=ctx.sizes.grid_epochs,
@@ -69,8 +69,8 @@ def measure_search_efficiency(ctx: BenchContext) -> list[Row]:
              "rerun")):
         a_runs, b_runs = costs[a_name], costs[b_name]
         a, b = (statistics.mean(c["epochs"] for c in runs) for runs in (a_runs, b_runs))
-        wins = sum(_cost(x) < _cost(y) for x, y in zip(a_runs, b_runs))
-        losses = sum(_cost(x) > _cost(y) for x, y in zip(a_runs, b_runs))
+        wins = sum(_cost(x) < _cost(y) for x, y in zip(a_runs, b_runs, strict=True))
+        losses = sum(_cost(x) > _cost(y) for x, y in zip(a_runs, b_runs, strict=True))
         rows.append(Row(row_id, f"mean epochs spent: {what} (TPE, paired seeds)", a_label, a, b_label, b, "epochs",
                         "ratio < 1: better", a < b,
                         note=f"paired over {len(a_runs)} seeds: {a_label} sooner in {wins}, later in {losses}; "
@@ -89,7 +89,7 @@ def _grid_curves(ctx: BenchContext) -> dict[tuple, list[float]]:
         return ctx.cache["grid_curves"]
     keys = [k for k, _ in ctx.sizes.grid]
     points = list(itertools.product(*(values for _, values in ctx.sizes.grid)))
-    configs = [demo_config(ctx, **{"train.epochs": ctx.sizes.grid_epochs, **dict(zip(keys, point))})
+    configs = [demo_config(ctx, **{"train.epochs": ctx.sizes.grid_epochs, **dict(zip(keys, point, strict=True))})
                for point in points]
     for split in ("train", "dev"):
         load_split(configs[0].data, split)  # generate the corpus once, before the workers start
@@ -101,7 +101,7 @@ def _grid_curves(ctx: BenchContext) -> dict[tuple, list[float]]:
             results = list(pool.map(_train_curve, jobs))
     else:
         results = [_train_curve(job) for job in jobs]
-    ctx.cache["grid_curves"] = dict(zip(points, results))
+    ctx.cache["grid_curves"] = dict(zip(points, results, strict=True))
     return ctx.cache["grid_curves"]
 
 
@@ -154,7 +154,7 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
 
     while True:
         while len(running) < concurrency and launched < max_trials:
-            trial, point = draw_unfinished(draw, lambda drawn: config_key(dict(zip(keys, drawn[1]))), finished,
+            trial, point = draw_unfinished(draw, lambda drawn: config_key(dict(zip(keys, drawn[1], strict=True))), finished,
                                            lambda drawn, value: study.tell(drawn[0], value),
                                            0 if rerun_finished else MAX_REDRAWS)
             running.append(_ReplayedTrial(str(launched), trial, point, curves[point]))
@@ -178,7 +178,7 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
             else:
                 study.tell(item.trial, eer)
                 if item.epoch >= max_t:
-                    finished[config_key(dict(zip(keys, item.point)))] = eer
+                    finished[config_key(dict(zip(keys, item.point, strict=True)))] = eer
         if reached:
             return {"epochs": spent, "reached": True, "trials": launched}
 

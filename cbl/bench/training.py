@@ -14,9 +14,9 @@ from cbl.bench.core import BenchContext, Row, demo_config, epoch_seconds
 from cbl.bench.processes import sync_device
 from cbl.centers import KMeansCenters
 from cbl.data import load_split, make_train_loader
+from cbl.engine import autocast_for, fit, resolve_workers
 from cbl.losses import compute_loss
 from cbl.model import build_model, param_groups
-from cbl.engine import autocast_for, fit, resolve_workers
 
 __all__ = ["measure_center_refresh", "measure_cluster_loss", "measure_data_loading"]
 
@@ -78,7 +78,7 @@ def _model_throughput(ctx: BenchContext, model_name: str) -> float:
     device = torch.device(ctx.device)
     records = load_split(config.data, "train")
     loader = make_train_loader(records, config.data, batch_size=config.train.batch_size, seed=0)
-    batches = [b for _, b in zip(range(min(len(loader), ctx.sizes.loader_batches)), loader)]
+    batches = [b for _, b in zip(range(min(len(loader), ctx.sizes.loader_batches)), loader, strict=False)]
     model = build_model(config.model).to(device).train()
     optimizer = torch.optim.AdamW(param_groups(model, config.optim))
     weights = torch.tensor([1.0, 1.0], device=device)

@@ -69,7 +69,7 @@ class CblGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
             raise
-        except Exception as exc:  # noqa: BLE001 - the CLI boundary
+        except Exception as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             raise _translate(exc) from None

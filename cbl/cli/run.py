@@ -8,8 +8,15 @@ from pathlib import Path
 
 import click
 
-from cbl.cli.options import (asv_key_option, asv_scores_option, config_file, corpus_option, demo_option, set_option,
-                             split_choice)
+from cbl.cli.options import (
+    asv_key_option,
+    asv_scores_option,
+    config_file,
+    corpus_option,
+    demo_option,
+    set_option,
+    split_choice,
+)
 from cbl.errors import UsageError
 
 __all__ = ["COMMANDS", "config_command", "demo_data_command", "evaluate_command", "score_command", "train_command"]
@@ -190,7 +197,7 @@ def score_command(checkpoint: Path, audio: tuple[Path, ...], out: Path | None) -
     rows = score_audio_files(loaded, expand_audio_paths(list(audio)))
     accepted = is_bonafide([score for _, score in rows], loaded.threshold)
     lines = []
-    for (path, score), bonafide in zip(rows, accepted):
+    for (path, score), bonafide in zip(rows, accepted, strict=True):
         lines.append(f"{path}\t{score:.6f}\t{'bonafide' if bonafide else 'spoof'}")
         click.echo(lines[-1])
     click.echo(f"(threshold {loaded.threshold:.6g} = dev EER threshold of epoch {loaded.epoch}; "

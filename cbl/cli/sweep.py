@@ -107,8 +107,8 @@ def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], stor
                 address: str | None, num_samples: int | None, final_seeds: int | None, resume_existing: bool,
                 no_final_eval: bool) -> None:
     """Run a hyperparameter sweep: trials, best configuration, final evaluation."""
-    from cbl.sweep.lock import experiment_lock
     from cbl.config import DEMO_NOTICE
+    from cbl.sweep.lock import experiment_lock
     from cbl.sweep.settings import prepare_sweep
     from cbl.sweep.store import SWEEP_FILE, read_sweep
 
@@ -169,8 +169,8 @@ def resume_command(experiment_dir: Path, address: str | None, retry_errored: boo
     sweep = read_sweep(experiment_dir)
     settings = SweepSettings(**{**sweep["settings"], "experiment_dir": str(experiment_dir)})
     spec = settings.space()
-    from cbl.sweep.lock import experiment_lock
     from cbl.config import DEMO_NOTICE
+    from cbl.sweep.lock import experiment_lock
 
     with experiment_lock(experiment_dir):
         sweep = read_sweep(experiment_dir)

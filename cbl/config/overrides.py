@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from collections.abc import Iterable, Mapping
@@ -94,28 +95,7 @@ def coerce_value(key: str, value: Any, *, from_string: bool = False, where: str 
     typ = _KEYS[key]
     if from_string and isinstance(value, str):
         value = _parse_text(value, typ)
-    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[typ]
-    bad = ConfigError(f"{where}key '{key}': expected {expected}, got {value!r}")
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise bad
-    elif typ is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                raise bad
-    elif typ is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        value = float(value)
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ConfigError(f"{where}key '{key}': expected a finite number, got {value!r}")
-    elif typ is str:
-        if isinstance(value, bool) and "true" in CHOICES.get(key, ()):
-            value = "true" if value else "false"  # YAML's `normalize_input: true` for an auto|true|false key
-        if not isinstance(value, str):
-            raise bad
+    value = _of_type(key, value, typ, where)
     if key in CHOICES and value not in CHOICES[key]:
         options = ", ".join(CHOICES[key])
         raise ConfigError(f"{where}key '{key}': unknown value {value!r}, expected one of: {options}")
@@ -126,6 +106,32 @@ def coerce_value(key: str, value: Any, *, from_string: bool = False, where: str 
             raise ConfigError(f"{where}key '{key}' is {value!r}, but must be {op} {low}")
         if high is not None and value > high:
             raise ConfigError(f"{where}key '{key}' is {value!r}, but must be <= {high}")
+    return value
+
+
+def _of_type(key: str, value: Any, typ: type, where: str) -> Any:
+    """``value`` as a ``typ`` (an integral float as an int, an int as a float), or ConfigError naming the key."""
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[typ]
+    bad = ConfigError(f"{where}key '{key}': expected {expected}, got {value!r}")
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise bad
+    elif typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if not (isinstance(value, float) and value.is_integer()):
+                raise bad
+            value = int(value)
+    elif typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}key '{key}': expected a finite number, got {value!r}")
+    elif typ is str:
+        if isinstance(value, bool) and "true" in CHOICES.get(key, ()):
+            value = "true" if value else "false"  # YAML's `normalize_input: true` for an auto|true|false key
+        if not isinstance(value, str):
+            raise bad
     return value
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import soundfile as sf
@@ -18,7 +18,7 @@ import torch
 
 from cbl.errors import AudioError
 
-__all__ = ["load_audio", "audio_frames", "crop_or_tile", "fixed_window", "pad_batch"]
+__all__ = ["audio_frames", "crop_or_tile", "fixed_window", "load_audio", "pad_batch"]
 
 # libsndfile adjusts a cut-off WAV's length to what is there and only notes it in
 # its log ("data : 32000 (should be 15978)"); we read that note to refuse the file.

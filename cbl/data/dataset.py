@@ -9,7 +9,8 @@ from a torch generator seeded by ``(seed, epoch)``.
 from __future__ import annotations
 
 import random
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,16 +22,16 @@ from cbl.data.protocols import Record
 from cbl.data.rawboost import apply_rawboost
 
 __all__ = [
-    "TrainDataset",
     "EvalDataset",
-    "collate",
-    "batch_fields",
-    "make_train_loader",
-    "make_eval_loader",
     "LengthBucketSampler",
-    "seed_worker",
-    "fixed_crop_rng",
+    "TrainDataset",
     "augment_copy_rng",
+    "batch_fields",
+    "collate",
+    "fixed_crop_rng",
+    "make_eval_loader",
+    "make_train_loader",
+    "seed_worker",
 ]
 
 Item = dict[str, Any]

@@ -59,14 +59,14 @@ if TYPE_CHECKING:
     from cbl.config import DataConfig
 
 __all__ = [
-    "DEMO_VERSION",
-    "SPLITS",
-    "SEEN_ATTACKS",
-    "UNSEEN_ATTACKS",
     "BONAFIDE_SHARE",
-    "generate_demo_corpus",
-    "demo_root",
+    "DEMO_VERSION",
+    "SEEN_ATTACKS",
+    "SPLITS",
+    "UNSEEN_ATTACKS",
     "cache_dir",
+    "demo_root",
+    "generate_demo_corpus",
 ]
 
 DEMO_VERSION = 1  # bump when the generator changes, so cached corpora are regenerated
@@ -188,14 +188,14 @@ def _split_plan(split: str, utterances: int, seed: int) -> list[tuple[str, str, 
     """(utt_id, speaker, attack) for each utterance of a split; attack '-' = bonafide."""
     letter, _, first_speaker, n_speakers = SPLITS[split]
     rng = np.random.default_rng([seed, list(SPLITS).index(split), 0])
-    n_bonafide = int(round(BONAFIDE_SHARE * utterances))
+    n_bonafide = round(BONAFIDE_SHARE * utterances)
     attacks = SEEN_ATTACKS + (UNSEEN_ATTACKS if split == "eval" else ())
     spoofs = [attacks[i % len(attacks)] for i in range(utterances - n_bonafide)]
     kinds = np.array(["-"] * n_bonafide + spoofs)[rng.permutation(utterances)]
     speakers = rng.integers(0, n_speakers, size=utterances)
     return [
         (f"LA_{letter}_{i + 1:07d}", f"LA_{first_speaker + int(s):04d}", str(kind))
-        for i, (kind, s) in enumerate(zip(kinds, speakers))
+        for i, (kind, s) in enumerate(zip(kinds, speakers, strict=True))
     ]
 
 
@@ -244,7 +244,7 @@ def generate_demo_corpus(
     if seconds <= 0 or sample_rate <= 0:
         raise ValueError(f"seconds ({seconds}) and sample_rate ({sample_rate}) must be > 0")
     root = Path(out_dir)
-    length = int(round(seconds * sample_rate))
+    length = round(seconds * sample_rate)
     protocols = root / "ASVspoof2019_LA_cm_protocols"
     protocols.mkdir(parents=True, exist_ok=True)
     for split, (_, suffix, _, _) in SPLITS.items():
@@ -258,7 +258,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CBL_CACHE") or Path.home() / ".cache" / "cbl").expanduser()
 
 
-def demo_root(data_config: "DataConfig") -> Path:
+def demo_root(data_config: DataConfig) -> Path:
     """The cached demo corpus for ``data_config``'s demo settings, generated on first use.
 
     The folder name hashes (version, seed, utterances, seconds, sample rate).

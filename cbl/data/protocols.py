@@ -18,22 +18,22 @@ import csv
 import io
 import logging
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from cbl.errors import ProtocolError
 from cbl.yamlio import read_text_file
 
 __all__ = [
-    "Record",
-    "Protocol",
     "BONAFIDE_WORDS",
     "SPOOF_WORDS",
+    "Protocol",
+    "Record",
     "read_asvspoof2019",
     "read_asvspoof2021",
-    "read_in_the_wild",
     "read_folder_protocol",
+    "read_in_the_wild",
 ]
 
 logger = logging.getLogger("cbl.data")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import signal
 
-__all__ = ["SpeakerVoice", "voice_for_speaker", "synthesise"]
+__all__ = ["SpeakerVoice", "synthesise", "voice_for_speaker"]
 
 # (F1, F2, F3, F4) in Hz for an adult male vocal tract; speakers scale them.
 _VOWELS = np.array(
@@ -52,11 +52,11 @@ class SpeakerVoice:
     rate: float  # syllable duration factor
     impulse_source: bool = False  # a vocoder's bare pulse train instead of glottal pulses
 
-    def over_regular(self) -> "SpeakerVoice":
+    def over_regular(self) -> SpeakerVoice:
         """The same speaker with a machine-regular source: no jitter, shimmer or breath, flat pitch."""
         return dataclasses.replace(self, jitter=0.0, shimmer=0.0, breathiness=0.0, intonation=self.intonation * 0.1)
 
-    def buzzy_monotone(self) -> "SpeakerVoice":
+    def buzzy_monotone(self) -> SpeakerVoice:
         """The same speaker through a simple pulse-train vocoder: no jitter, shimmer or breath, flat pitch."""
         return dataclasses.replace(self.over_regular(), impulse_source=True)
 

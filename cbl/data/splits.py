@@ -25,8 +25,8 @@ that split; the audio folder stays the standard one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -165,7 +165,7 @@ def subsample_train(records: Sequence[Record], limit: int, seed: int = 0) -> Pro
         return Protocol(records, source=source, skipped_ids=skipped, filtered=filtered)
     labels = np.array([r.label for r in records])
     bonafide, spoof = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    n_bonafide = int(round(limit * bonafide.size / len(records)))
+    n_bonafide = round(limit * bonafide.size / len(records))
     if bonafide.size and spoof.size and limit >= 2:
         n_bonafide = min(max(n_bonafide, 1), limit - 1)
     n_bonafide = min(n_bonafide, bonafide.size)

@@ -21,7 +21,14 @@ from cbl.engine.feature_cache import cache_root, check_cache_config, describe_ca
 from cbl.engine.inference import embed, forward_batch, forward_chunked, score_embeddings, score_norm
 from cbl.engine.reporting import ConsoleReporter
 from cbl.engine.run_dir import read_history
-from cbl.engine.runtime import apply_determinism, autocast_for, available_cpus, pick_device, resolve_workers, set_threads
+from cbl.engine.runtime import (
+    apply_determinism,
+    autocast_for,
+    available_cpus,
+    pick_device,
+    resolve_workers,
+    set_threads,
+)
 from cbl.engine.state import TrainState
 from cbl.engine.trainer import FitResult, Reporter, TrainingDiverged, fit, learning_rate_scale
 

@@ -9,6 +9,7 @@ code on the machine that opens it.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import pickle
@@ -25,11 +26,11 @@ from cbl.yamlio import atomic_write_bytes
 __all__ = [
     "CheckpointError",
     "checkpoint_signature",
-    "save_checkpoint",
     "load_checkpoint",
     "load_model_state",
     "resolve_checkpoint_path",
     "rng_state",
+    "save_checkpoint",
     "set_rng_state",
 ]
 
@@ -50,10 +51,8 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        try:
+        with contextlib.suppress(RuntimeError, IndexError):  # a different GPU count: CUDA re-seeds from torch's
             torch.cuda.set_rng_state_all(state["cuda"])
-        except (RuntimeError, IndexError):
-            pass  # a different GPU count: CUDA streams re-seed from the torch state
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any], config: ExperimentConfig) -> Path:
@@ -102,7 +101,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Exper
         reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
         raise CheckpointError(f"{p}: not a readable cbl checkpoint (truncated or corrupt?): "
                               f"{reason.group(1).strip() if reason else _first_line(exc)}") from None
-    except Exception as exc:  # noqa: BLE001 - truncated zip, foreign file
+    except Exception as exc:
         raise CheckpointError(f"{p}: not a readable cbl checkpoint (truncated or corrupt?): {_first_line(exc)}") from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{p}: not a cbl checkpoint (no model state or config inside)")

@@ -36,8 +36,18 @@ from cbl.metrics import ZNormStats, compute_eer, format_attack_table, per_attack
 from cbl.model import build_model
 from cbl.tdcf import AsvScores, read_asv_scores
 
-__all__ = ["LoadedModel", "EvalResult", "load_model", "score_records", "evaluate_records", "score_audio_files", "records_for",
-           "expand_audio_paths", "result_tables", "asv_option_scores"]
+__all__ = [
+    "EvalResult",
+    "LoadedModel",
+    "asv_option_scores",
+    "evaluate_records",
+    "expand_audio_paths",
+    "load_model",
+    "records_for",
+    "result_tables",
+    "score_audio_files",
+    "score_records",
+]
 
 _PARTIAL_HEADER = "# cbl partial scores"
 
@@ -144,7 +154,7 @@ def score_records(
     if partial is not None:
         partial.parent.mkdir(parents=True, exist_ok=True)
         fresh = not done
-        handle = open(partial, "w" if fresh else "a", encoding="utf-8")
+        handle = open(partial, "w" if fresh else "a", encoding="utf-8")  # noqa: SIM115 - closed in the finally below
         if fresh:
             handle.write(f"{_PARTIAL_HEADER} {signature}\n")
     try:
@@ -156,7 +166,7 @@ def score_records(
             loader = make_eval_loader(part, config.data, batch_size=batch)
             outputs = embed(loaded.model, loader, config, loaded.device)
             scores = score_embeddings(outputs, loaded.centers, config, loaded.norm)
-            for utt, score in zip(outputs["utt_id"], scores):
+            for utt, score in zip(outputs["utt_id"], scores, strict=True):
                 done[utt] = float(score)
                 if handle is not None:
                     handle.write(f"{utt} {float(score)!r}\n")

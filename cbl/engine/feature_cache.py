@@ -169,7 +169,7 @@ class CachedSplit:
         return torch.from_numpy(np.array(self.features[offset : offset + frames]))
 
     @classmethod
-    def open(cls, path: Path, built_seconds: float = 0.0) -> "CachedSplit":
+    def open(cls, path: Path, built_seconds: float = 0.0) -> CachedSplit:
         return cls(path=path, features=np.load(path / "features.npy", mmap_mode="r"),
                    index=np.load(path / "index.npy"), built_seconds=built_seconds)
 

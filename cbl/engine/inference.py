@@ -6,6 +6,7 @@ EER a sweep reports is the one ``cbl-search evaluate`` gives.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -59,10 +60,10 @@ def forward_chunked(model: SpoofDetector, audio: Tensor, attention_mask: Tensor 
         return model(audio, attention_mask)
     lengths = attention_mask.sum(-1).tolist() if attention_mask is not None else [audio.shape[1]] * len(audio)
     embeddings, logits = [], []
-    for row, length in zip(audio, lengths):
+    for row, length in zip(audio, lengths, strict=True):
         pieces = max(1, -(-int(length) // max_len))
         bounds = [round(i * int(length) / pieces) for i in range(pieces + 1)]
-        parts = [row[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        parts = [row[a:b] for a, b in itertools.pairwise(bounds)]
         weights = torch.tensor([float(len(p)) for p in parts], device=audio.device)
         chunk_emb, chunk_logits = [], []
         for start in range(0, len(parts), chunks_per_batch):

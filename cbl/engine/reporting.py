@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cbl.config import ExperimentConfig, config_to_dict
 
-__all__ = ["ConsoleReporter", "format_epoch_line", "flat_hparams"]
+__all__ = ["ConsoleReporter", "flat_hparams", "format_epoch_line"]
 
 
 def format_epoch_line(metrics: dict[str, Any], epochs: int) -> str:

@@ -260,7 +260,7 @@ def _optimizer_step(run: _Run, epoch: int, index: int, batches: int, steps_per_e
     """Learning rates for this step, gradient clipping (a non-finite norm is divergence), the step itself."""
     config, state = run.config, run.state
     scale = learning_rate_scale(state.step, steps_per_epoch, config)
-    for group, base in zip(state.optimizer.param_groups, run.base_lrs):
+    for group, base in zip(state.optimizer.param_groups, run.base_lrs, strict=True):
         group["lr"] = base * scale
     if config.optim.grad_clip:
         norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.optim.grad_clip)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from cbl.errors import ConfigError
 
-__all__ = ["POOLING", "MeanPooling", "MaxPooling", "AttentiveStatsPooling", "build_pooling"]
+__all__ = ["POOLING", "AttentiveStatsPooling", "MaxPooling", "MeanPooling", "build_pooling"]
 
 
 def _mask_or_all(frames: Tensor, frame_mask: Tensor | None) -> Tensor:

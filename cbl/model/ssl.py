@@ -38,12 +38,28 @@ from torch import Tensor, nn
 
 from cbl.config import LAYER_MODES, NORMALIZE_INPUT
 from cbl.errors import CblError, ConfigError
-from cbl.model.loading import (SUPPORTED_MODEL_TYPES, TINY_NAME, checkpoint_normalizes, load_ssl_model,
-                               load_wav2vec2, quiet_transformers, tiny_wav2vec2_config)
+from cbl.model.loading import (
+    SUPPORTED_MODEL_TYPES,
+    TINY_NAME,
+    checkpoint_normalizes,
+    load_ssl_model,
+    load_wav2vec2,
+    quiet_transformers,
+    tiny_wav2vec2_config,
+)
 
 # the loading names stay importable from here (their home before cbl.model.loading)
-__all__ = ["SUPPORTED_MODEL_TYPES", "TINY_NAME", "SSLFrontEnd", "load_ssl_model", "load_wav2vec2", "quiet_transformers",
-           "normalize_waveform", "tiny_wav2vec2_config", "checkpoint_normalizes"]
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "TINY_NAME",
+    "SSLFrontEnd",
+    "checkpoint_normalizes",
+    "load_ssl_model",
+    "load_wav2vec2",
+    "normalize_waveform",
+    "quiet_transformers",
+    "tiny_wav2vec2_config",
+]
 
 
 # families whose padded frames cannot reach the real ones once the conv stack is layer-normed per frame: the
@@ -219,7 +235,7 @@ class SSLFrontEnd(nn.Module):
             # conv weights, and none requested for the waveform (else autograd still runs back through the stack)
             self.ssl.feature_extractor._freeze_parameters()
 
-    def train(self, mode: bool = True) -> "SSLFrontEnd":
+    def train(self, mode: bool = True) -> SSLFrontEnd:
         """A frozen front-end stays in eval mode: dropout in a model nobody trains only adds noise to its features."""
         super().train(mode)
         if self.freeze_ssl:
@@ -266,10 +282,7 @@ class SSLFrontEnd(nn.Module):
             return self._encode(audio, None), None
         lengths = attention_mask.sum(-1)
         self._check_lengths(lengths)
-        if self.padding_safe:
-            states = self._encode(audio, attention_mask)
-        else:
-            states = self._encode_by_length(audio, lengths)
+        states = self._encode(audio, attention_mask) if self.padding_safe else self._encode_by_length(audio, lengths)
         return states, self.frame_mask(states.shape[1], attention_mask)
 
     def _encode_by_length(self, audio: Tensor, lengths: Tensor) -> Tensor:
@@ -295,11 +308,9 @@ class SSLFrontEnd(nn.Module):
         with (torch.no_grad() if self.freeze_ssl else nullcontext()), _numpy_draws_from_torch(masking):
             if self._recorder is None:
                 return self.ssl(audio, attention_mask=mask).last_hidden_state
-            with self._recorder.recording():
-                try:
-                    self.ssl(audio, attention_mask=mask)
-                except _EnoughLayers:
-                    pass  # the selected layer has run; the ones above it are not needed
+            # _EnoughLayers: the selected layer has run; the ones above it are not needed
+            with self._recorder.recording(), contextlib.suppress(_EnoughLayers):
+                self.ssl(audio, attention_mask=mask)
             return self._recorder.result()
 
     def select(self, states: Tensor) -> Tensor:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -22,13 +23,23 @@ from cbl.errors import CblError
 from cbl.report import figures
 from cbl.report.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from cbl.report.models import ModelView, analyse_trial, eer_or_nan, loss_type, write_projector
-from cbl.report.tables import (format_eer, format_value, importance_table, marginal_rows, marginal_table,
-                               natural_key, param_importance, rank_trials, results_table, searched_keys)
+from cbl.report.tables import (
+    format_eer,
+    format_value,
+    importance_table,
+    marginal_rows,
+    marginal_table,
+    natural_key,
+    param_importance,
+    rank_trials,
+    results_table,
+    searched_keys,
+)
 from cbl.sweep.space import Param, parse_search_space
 from cbl.sweep.store import TrialInfo, best_trial, read_sweep, read_trials, require_experiment
 from cbl.yamlio import atomic_write_bytes, atomic_write_text
 
-__all__ = ["ReportFiles", "build_report", "REPORT_DIR", "PROJECTOR_DIR"]
+__all__ = ["PROJECTOR_DIR", "REPORT_DIR", "ReportFiles", "build_report"]
 
 REPORT_DIR = "report"
 PROJECTOR_DIR = "projector"
@@ -190,7 +201,7 @@ def _learning_curve_section(w: _Writer, trials: list[TrialInfo], keys: list[str]
     if any(t.history for t in ranked):
         curves = [(f"{t.trial_id} {_short_params(t, keys)}".strip(), t.state, [h["epoch"] for h in t.history],
                    [h["dev_eer"] for h in t.history]) for t in ranked]
-        best_label = next((c[0] for c, t in zip(curves, ranked) if best is not None and t is best), None)
+        best_label = next((c[0] for c, t in zip(curves, ranked, strict=True) if best is not None and t is best), None)
         w.figure("learning_curves.png", figures.learning_curves(curves, best_label), "dev EER per epoch",
                  "Dashed lines ending in a large X: trials that ASHA stopped early.")
     else:
@@ -227,7 +238,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
                      format_eer(eer_or_nan(v.eval_scores, v.eval_labels)),
                      format_eer(eer_or_nan(v.eval_scores, v.eval_labels, is_seen)),
                      format_eer(eer_or_nan(v.eval_scores, v.eval_labels, ~is_seen))])
-        kinds = sorted({a for a, label in zip(v.eval_attacks, v.eval_labels) if label == 0}, key=natural_key)
+        kinds = sorted({a for a, label in zip(v.eval_attacks, v.eval_labels, strict=True) if label == 0}, key=natural_key)
         eers = {a: eer_or_nan(v.eval_scores, v.eval_labels, attacks == a) for a in kinds}
         eers["pooled"] = eer_or_nan(v.eval_scores, v.eval_labels)
         per_attack.append((f"{v.trial.trial_id} ({v.loss_type})", eers))
@@ -239,7 +250,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
          for v in views]), "DET curves on the eval split")
     attacks = sorted({a for _, eers in per_attack for a in eers if a != "pooled"}, key=natural_key)
     table_rows = [[a, "yes" if a in seen else "no",
-                   str(sum(1 for x, label in zip(views[0].eval_attacks, views[0].eval_labels) if label == 0 and x == a)),
+                   str(sum(1 for x, label in zip(views[0].eval_attacks, views[0].eval_labels, strict=True) if label == 0 and x == a)),
                    *(format_eer(eers.get(a, math.nan)) for _, eers in per_attack)] for a in attacks]
     table_rows.append(["all spoofs", "-", str(int((views[0].eval_labels == 0).sum())),
                        *(format_eer(eers["pooled"]) for _, eers in per_attack)])

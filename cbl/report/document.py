@@ -12,11 +12,11 @@ from __future__ import annotations
 import base64
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence, Union
 
-__all__ = ["Heading", "Paragraph", "Bullets", "Table", "Image", "Code", "Block", "to_markdown", "to_html"]
+__all__ = ["Block", "Bullets", "Code", "Heading", "Image", "Paragraph", "Table", "to_html", "to_markdown"]
 
 
 @dataclass
@@ -55,7 +55,7 @@ class Code:
     language: str = ""
 
 
-Block = Union[Heading, Paragraph, Bullets, Table, Image, Code]
+Block = Heading | Paragraph | Bullets | Table | Image | Code
 
 
 # --------------------------------------------------------------------------- Markdown

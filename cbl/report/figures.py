@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
@@ -22,7 +23,7 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from cbl.metrics import compute_det_curve, compute_eer
 from cbl.report.tables import natural_key
 
-__all__ = ["learning_curves", "importance_bars", "det_curves", "attack_bars", "embedding_scatter"]
+__all__ = ["attack_bars", "det_curves", "embedding_scatter", "importance_bars", "learning_curves"]
 
 _DPI = 100
 # line style and end marker per trial state: an early-stopped trial must look cut, not finished
@@ -66,7 +67,7 @@ def learning_curves(curves: Sequence[tuple[str, str, list[int], list[float]]], b
     fig = Figure(figsize=(10, 5.5))
     ax = fig.subplots()
     palette = _colours(len(curves))
-    for (label, state, epochs, eers), colour in zip(curves, palette):
+    for (label, state, epochs, eers), colour in zip(curves, palette, strict=True):
         if not epochs:
             continue
         style, marker = _STATE_STYLE.get(state, ("-", None))
@@ -126,8 +127,11 @@ def det_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], split: str 
     smallest = min(0.5 / max(len(b), len(s)) for _, b, s in curves)
     low = max(0.0005, min(0.01, smallest))
     high = 0.8
-    probit = lambda rate: norm.ppf(np.clip(rate, low, high))  # noqa: E731 - a local axis transform
-    for (label, bonafide, spoof), colour in zip(curves, _colours(len(curves))):
+
+    def probit(rate: np.ndarray) -> np.ndarray:
+        return norm.ppf(np.clip(rate, low, high))
+
+    for (label, bonafide, spoof), colour in zip(curves, _colours(len(curves)), strict=True):
         frr, far, _ = compute_det_curve(bonafide, spoof)
         eer, _ = compute_eer(bonafide, spoof)
         ax.plot(probit(far), probit(frr), color=colour, linewidth=2, label=f"{label}: EER {100 * eer:.2f}%")
@@ -164,12 +168,12 @@ def attack_bars(models: Sequence[tuple[str, dict[str, float]]], seen: set[str]) 
     width = 0.8 / max(1, len(models))
     x = np.arange(len(ordered))
     annotate = len(ordered) * len(models) <= 24
-    for m, ((label, rows), colour) in enumerate(zip(models, _colours(len(models)))):
+    for m, ((label, rows), colour) in enumerate(zip(models, _colours(len(models)), strict=True)):
         heights = [100 * rows.get(a, math.nan) for a in ordered]
         hatches = ["//" if a not in seen and a != "pooled" else "" for a in ordered]
         bars = ax.bar(x + (m - (len(models) - 1) / 2) * width, heights, width, color=colour, label=label,
                       edgecolor="black", linewidth=0.5)
-        for bar, hatch in zip(bars, hatches):
+        for bar, hatch in zip(bars, hatches, strict=True):
             bar.set_hatch(hatch)
         if annotate:
             ax.bar_label(bars, labels=["" if math.isnan(h) else f"{h:.1f}" for h in heights], fontsize=7, padding=1)
@@ -220,9 +224,9 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, attacks: Sequence[
                                        label=f"bonafide ({int(bonafide.sum())})"))
         bona_title = "bonafide (no centers: ce_only)"
     attack_array = np.asarray(attacks, dtype=object)
-    spoof_kinds = sorted({a for a, label in zip(attacks, labels) if label == 0}, key=natural_key)
+    spoof_kinds = sorted({a for a, label in zip(attacks, labels, strict=True) if label == 0}, key=natural_key)
     spoof_handles = []
-    for attack, colour in zip(spoof_kinds, _colours(len(spoof_kinds), "Dark2" if len(spoof_kinds) <= 8 else "tab20")):
+    for attack, colour in zip(spoof_kinds, _colours(len(spoof_kinds), "Dark2" if len(spoof_kinds) <= 8 else "tab20"), strict=True):
         mask = (labels == 0) & (attack_array == attack)
         spoof_handles.append(ax.scatter(points[mask, 0], points[mask, 1], s=20, color=colour, marker="x", alpha=0.6,
                                         linewidths=1.0, zorder=2, label=f"{attack} ({int(mask.sum())})"))

@@ -13,9 +13,10 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def _reuse_scores(path: Path, checkpoint: Path, ids: list[str]) -> np.ndarray | 
         return None
     if sorted(found.utt_ids) != sorted(ids):
         return None
-    by_id = dict(zip(found.utt_ids, found.scores))
+    by_id = dict(zip(found.utt_ids, found.scores, strict=True))
     return np.array([by_id[u] for u in ids], dtype=np.float64)
 
 
@@ -197,7 +198,7 @@ def write_projector(log_dir: Path, views: Sequence[ModelView]) -> Path:
             nearest = view.nearest
             rows = [["bonafide" if label == 1 else "spoof", attack if label == 0 else "-",
                      f"c{nearest[i]}" if nearest is not None else "-"]
-                    for i, (label, attack) in enumerate(zip(view.dev_labels, view.dev_attacks))]
+                    for i, (label, attack) in enumerate(zip(view.dev_labels, view.dev_attacks, strict=True))]
             matrix = view.dev_embeddings
             if view.centers is not None:  # the centers themselves, so they can be found in the projector
                 rows += [["center", "-", f"c{k}"] for k in range(len(view.centers))]

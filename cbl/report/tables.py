@@ -9,8 +9,9 @@ from __future__ import annotations
 import math
 import re
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,20 @@ from cbl.report.document import Table
 from cbl.sweep.space import Param
 from cbl.sweep.store import TrialInfo
 
-__all__ = ["format_eer", "format_value", "natural_key", "searched_keys", "rank_trials", "results_table", "MarginalRow",
-           "marginal_rows", "marginal_table", "Importance", "param_importance", "importance_table"]
+__all__ = [
+    "Importance",
+    "MarginalRow",
+    "format_eer",
+    "format_value",
+    "importance_table",
+    "marginal_rows",
+    "marginal_table",
+    "natural_key",
+    "param_importance",
+    "rank_trials",
+    "results_table",
+    "searched_keys",
+]
 
 # A continuous parameter is shown per bin: a table row per sampled learning rate says nothing.
 _BINS = 3

@@ -24,7 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from cbl.yamlio import atomic_write_text
 
-__all__ = ["PersistentASHA", "STATE_FILE", "was_stopped"]
+__all__ = ["STATE_FILE", "PersistentASHA", "was_stopped"]
 
 STATE_FILE = "scheduler_state.json"
 
@@ -59,7 +59,8 @@ class PersistentASHA(ASHAScheduler):
         if not state:
             return
         self._stopped = set(state.get("stopped", []))
-        for bracket, saved in zip(self._brackets, state.get("brackets", [])):
+        # a state file of another bracket count restores the brackets it has
+        for bracket, saved in zip(self._brackets, state.get("brackets", []), strict=False):
             by_milestone = {float(m): recorded for m, recorded in saved}
             bracket._rungs = [(milestone, dict(by_milestone.get(float(milestone), recorded)))
                               for milestone, recorded in bracket._rungs]

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cbl.config import apply_overrides, load_config
 from cbl.engine import evaluate_records, fit, load_model, records_for, result_tables

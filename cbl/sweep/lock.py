@@ -20,7 +20,7 @@ def experiment_lock(experiment_dir: Path) -> Iterator[None]:
     The kernel drops a flock when its process dies, so a killed driver never leaves a stale lock.
     """
     path = experiment_dir / ".lock"
-    handle = open(path, "a+", encoding="utf-8")
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held (with its lock) until the finally below
     try:
         fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -142,7 +142,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             self._report(trial_id, result)  # Ray sends a stopping result here, not to on_trial_result
         try:
             self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
-        except Exception as exc:  # noqa: BLE001 - as OptunaSearch: a refused tell must not end the sweep
+        except Exception as exc:
             logging.getLogger(__name__).warning("optuna: %s", exc)
         self._completed_trials.add(trial_id)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 from cbl.config import ExperimentConfig, resolve_config
 from cbl.data import load_split
-from cbl.errors import UsageError
 from cbl.engine import check_cache_config
+from cbl.errors import UsageError
 from cbl.sweep.space import SearchSpace, expand_grid, parse_search_space
 from cbl.yamlio import load_yaml
 

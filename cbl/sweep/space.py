@@ -17,9 +17,10 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cbl.config import ExperimentConfig, apply_overrides, check_key, coerce_value, suggest_key
 from cbl.errors import ConfigError
@@ -257,6 +258,15 @@ def _parse_param(r: _Reader, key: str, body: Any, spec: SearchSpace) -> Param:
         if len(set(map(repr, values))) != len(values):
             raise r.fail(f"{path}.{kind}", f"'{path}.{kind}' lists a value twice: {list(arg)!r}")
         return Param(key, kind, values=values, when=when)
+    return _parse_range(r, key, typ, kind, body, when)
+
+
+def _parse_range(r: _Reader, key: str, typ: type, kind: str, body: dict[str, Any],
+                 when: tuple[tuple[str, tuple[Any, ...]], ...]) -> Param:
+    """A ``uniform``/``loguniform``/``int`` distribution: ``[low, high]`` of the key's type, and ``step`` for int."""
+    path = f"space.{key}"
+    arg = body[kind]
+    where = r.where(f"{path}.{kind}")
     if not isinstance(arg, list) or len(arg) != 2:
         raise r.fail(f"{path}.{kind}", f"'{path}.{kind}' must be [low, high], got {arg!r}")
     if kind == "int" and typ is not int:

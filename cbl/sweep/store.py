@@ -142,7 +142,7 @@ def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int |
         rows.append([t.trial_id, t.state, str(t.epochs), eer, str(t.best_epoch) if t.epochs else "-",
                      *(format_param(t.params[k]) if k in t.params else "-" for k in keys)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state] = counts.get(t.state, 0) + 1
