@@ -132,9 +132,10 @@ def condition_breakdowns(records: Sequence[Any], scores: Any, scorer: TdcfScorer
 
     out = []
     if "transmission" in meta:  # 2021 LA: the ASV key carries the codec too (2021 form)
-        tdcf = scorer.row if scorer is not None and scorer.asv.codecs is not None else None
+        with_tdcf = scorer is not None and scorer.asv.codecs is not None
+        tdcf = scorer.row if scorer is not None and with_tdcf else None
         rows = _factor_rows(scores, labels, column("codec"), LA_CODEC_CONDITIONS, False, tdcf, "codec")
-        out.append(Breakdown("codec condition (2021 LA)", rows, scorer.form if tdcf is not None else None))
+        out.append(Breakdown("codec condition (2021 LA)", rows, scorer.form if scorer is not None and with_tdcf else None))
     if "vocoder" in meta:  # 2021 DF: EER only, as the official DF tables (the DF track has no ASV)
         out.append(Breakdown("vocoder group (2021 DF)",
                              _factor_rows(scores, labels, column("vocoder"), DF_VOCODER_GROUPS, True, None, None)))

@@ -8,6 +8,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from cbl.bench.core import BenchContext, Row, demo_config
 from cbl.bench.processes import run_measured
@@ -38,10 +39,10 @@ def measure_feature_cache(ctx: BenchContext) -> list[Row]:
         started = time.perf_counter()
         for i, point in enumerate(points):
             ctx.echo(f"  [8] {side} config {i + 1}/{len(points)} {point}")
-            config = demo_config(ctx, **{"model.freeze_ssl": True, "data.train_crop": "fixed",
-                                         "train.epochs": epochs, "centers.refresh_every": 1,
-                                         "train.feature_cache": side == "cache",
-                                         "train.feature_cache_dir": str(root / "feature_cache"), **point})
+            sets: dict[str, Any] = {"model.freeze_ssl": True, "data.train_crop": "fixed", "train.epochs": epochs,
+                                    "centers.refresh_every": 1, "train.feature_cache": side == "cache",
+                                    "train.feature_cache_dir": str(root / "feature_cache"), **point}
+            config = demo_config(ctx, **sets)
             fit(config, None, root / f"run{i}")
             eers[side].append([float(h["dev_eer"]) for h in read_history(root / f"run{i}")])
         seconds[side] = time.perf_counter() - started

@@ -83,7 +83,7 @@ def ssi_coloured_noise(
 ) -> np.ndarray:
     """SSI: add filtered white noise at an SNR drawn from ``[snr_min, snr_max]`` dB. ``(T,) -> (T,)``."""
     source = x.astype(np.float64)
-    noise = _filter(rng.standard_normal(source.shape[0]), _multiband_notch_filter(params, rng, sample_rate))
+    noise = _filter(np.asarray(rng.standard_normal(source.shape[0])), _multiband_notch_filter(params, rng, sample_rate))
     snr_db = rng.uniform(params.snr_min, params.snr_max)
     signal_power = float(np.mean(source**2))
     noise_power = float(np.mean(noise**2))

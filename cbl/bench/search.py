@@ -140,7 +140,8 @@ def replay_search(curves: dict[tuple, list[float]], grid: Sequence[tuple[str, Se
     target = min(min(c) for c in curves.values()) + WITHIN_POINTS / 100 + 1e-12
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     study = optuna.create_study(direction="minimize", sampler=sampler)
-    asha = ASHAScheduler(time_attr="epoch", metric="dev_eer", mode="min", max_t=max_t, grace_period=ASHA_GRACE,
+    # Ray's own ASHA, driven without a Tune controller: it reads only each trial's trial_id
+    asha: Any = ASHAScheduler(time_attr="epoch", metric="dev_eer", mode="min", max_t=max_t, grace_period=ASHA_GRACE,
                          reduction_factor=ASHA_FACTOR)
     keys = [key for key, _ in grid]
     running: list[_ReplayedTrial] = []

@@ -35,8 +35,9 @@ def _sweep_and_direct(ctx: BenchContext) -> dict[str, Any]:
     """
     if "sweep" in ctx.cache:
         return ctx.cache["sweep"]
-    sets = demo_sets(ctx, **{"train.epochs": ctx.sizes.ray_epochs, "loss.type": "cluster_only"})
-    config = demo_config(ctx, **{"train.epochs": ctx.sizes.ray_epochs, "loss.type": "cluster_only"})
+    extra: dict[str, Any] = {"train.epochs": ctx.sizes.ray_epochs, "loss.type": "cluster_only"}
+    sets = demo_sets(ctx, **extra)
+    config = demo_config(ctx, **extra)
     for split in ("train", "dev"):
         load_split(config.data, split)  # generate the demo corpus before either side starts its clock
     folder = Path(tempfile.mkdtemp(prefix="sweep-", dir=ctx.work_dir))

@@ -56,7 +56,8 @@ _STORAGE_FAULTS = {
 
 def describe_os_error(exc: OSError) -> str:
     """One line for an OSError: the path first (when known), then what went wrong and what to do."""
-    what = _STORAGE_FAULTS.get(exc.errno) or exc.strerror or str(exc) or type(exc).__name__
+    what = (_STORAGE_FAULTS.get(exc.errno) if exc.errno is not None else None) or exc.strerror or str(exc) \
+        or type(exc).__name__
     line = f"{exc.filename}: {what}" if exc.filename is not None else what
     return line.replace("\n", "\\n").replace("\r", "\\r")  # one line whatever the path held
 

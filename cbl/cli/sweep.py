@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -58,7 +59,7 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     spec = _space_of(sweep)
     # recorded before it starts: a driver killed during the final evaluation leaves it "pending",
     # and `resume` then runs it (again: scoring and retraining both continue where they stopped)
-    final = {"state": "skipped"} if skip_final else {"state": "pending",
+    final: dict[str, Any] = {"state": "skipped"} if skip_final else {"state": "pending",
                                                      "seeds": spec.final_eval_seeds if final_seeds is None
                                                      else final_seeds}
     write_sweep(experiment_dir, {**sweep, "state": "finished", "final_eval": final})

@@ -27,7 +27,7 @@ _SHORT_CHUNK = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILI
 
 def _declared_longer_than_present(extra_info: str) -> bool:
     match = _SHORT_CHUNK.search(extra_info)
-    return bool(match) and int(match.group(2)) < int(match.group(1))
+    return match is not None and int(match.group(2)) < int(match.group(1))
 
 
 def _resample(x: np.ndarray, orig_rate: int, new_rate: int, path: str) -> np.ndarray:

@@ -190,7 +190,7 @@ def make_train_loader(
     if data.balanced_sampling:
         labels = np.array([r.label for r in records])
         counts = np.bincount(labels, minlength=2)
-        weights = torch.as_tensor(1.0 / np.maximum(counts[labels], 1), dtype=torch.double)
+        weights = (1.0 / np.maximum(counts[labels], 1)).tolist()
         sampler = WeightedRandomSampler(weights, num_samples=len(labels), replacement=True, generator=generator)
     else:
         sampler = RandomSampler(range(len(records)), generator=generator)
@@ -239,6 +239,8 @@ def make_eval_loader(
     if dataset is None:
         dataset = EvalDataset(records, data)
         lengths = dataset.lengths()
+    if lengths is None:
+        raise ValueError("make_eval_loader: a dataset given without its lengths (samples per item) cannot be bucketed")
     return DataLoader(
         dataset,
         batch_sampler=LengthBucketSampler(lengths, batch_size),

@@ -33,7 +33,7 @@ from cbl.engine.inference import embed, forward_chunked, score_embeddings
 from cbl.engine.runtime import autocast_for, pick_device, resolve_workers, set_threads
 from cbl.errors import CblError, UsageError
 from cbl.metrics import ZNormStats, compute_eer, format_attack_table, per_attack_eer, write_score_file
-from cbl.model import build_model
+from cbl.model import SpoofDetector, build_model
 from cbl.tdcf import AsvScores, read_asv_scores
 
 __all__ = [
@@ -56,7 +56,7 @@ _PARTIAL_HEADER = "# cbl partial scores"
 class LoadedModel:
     """A model rebuilt from the config its checkpoint carries, with its centers and threshold."""
 
-    model: torch.nn.Module
+    model: SpoofDetector
     centers: BonafideCenters | None
     config: ExperimentConfig
     threshold: float

@@ -65,6 +65,7 @@ from cbl.data import EvalDataset, LengthBucketSampler, TrainDataset, batch_field
 from cbl.data.rawboost import RAWBOOST_VERSION
 from cbl.engine.runtime import autocast_for
 from cbl.errors import CblError, ConfigError
+from cbl.model import SSLFrontEnd
 
 __all__ = ["CachedSplit", "FeatureDataset", "cache_root", "check_cache_config", "collate_features",
            "describe_cache", "format_cache_line", "frontend_fingerprint", "open_or_build", "train_copy"]
@@ -94,7 +95,7 @@ def check_cache_config(config: ExperimentConfig) -> None:
                           "epoch act on raw audio, before the front-end the cache replaces")
 
 
-def frontend_fingerprint(frontend: torch.nn.Module) -> str:
+def frontend_fingerprint(frontend: SSLFrontEnd) -> str:
     """A hash of the SSL model's weights (names, shapes, dtypes, values)."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(frontend.ssl.state_dict().items()):
@@ -277,14 +278,15 @@ def _fsync_path(path: Path) -> None:
             os.close(fd)
 
 
-def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig, copy: int = 0):
+def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig,
+                   copy: int = 0) -> tuple[TrainDataset | EvalDataset, list[int]]:
     if split == "train":
-        dataset = TrainDataset(records, config.data, config.train.seed,
+        train = TrainDataset(records, config.data, config.train.seed,
                                augment=bool(config.data.rawboost_algo and config.data.augment_copies))
-        dataset.set_epoch(copy)  # epoch `copy` reads augmented copy `copy`
-        return dataset, [config.data.max_len] * len(records)
-    dataset = EvalDataset(records, config.data)
-    return dataset, dataset.lengths()
+        train.set_epoch(copy)  # epoch `copy` reads augmented copy `copy`
+        return train, [config.data.max_len] * len(records)
+    evaluation = EvalDataset(records, config.data)
+    return evaluation, evaluation.lengths()
 
 
 def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
@@ -323,7 +325,7 @@ def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentC
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
-def _allocated_memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+def _allocated_memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
     """A writable float32 ``.npy`` memmap whose disk blocks are reserved first.
 
     A memmap over a sparse file would claim blocks as pages are written, and a

@@ -231,7 +231,8 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> _Trained:
         labels = batch["label"].to(device)
         with autocast_for(config, device):
             out = forward_batch(model, batch, config, device, non_blocking=run.pin)
-        parts = compute_loss(out, labels, centers.centers.to(device) if centers is not None else None,
+        center_tensor = centers.centers if centers is not None else None
+        parts = compute_loss(out, labels, center_tensor.to(device) if center_tensor is not None else None,
                              config.loss, run.class_weights)
         if not torch.isfinite(parts.total):
             raise _diverged(f"loss became {parts.total.item()}", epoch, state.step, index, batches)

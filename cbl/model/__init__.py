@@ -3,7 +3,7 @@ embedding and CE heads."""
 
 from cbl.model.detector import DetectorOutput, SpoofDetector, build_model, param_groups
 from cbl.model.loading import SUPPORTED_MODEL_TYPES, TINY_NAME, load_ssl_model, load_wav2vec2, tiny_wav2vec2_config
-from cbl.model.pooling import POOLING, AttentiveStatsPooling, MaxPooling, MeanPooling, build_pooling
+from cbl.model.pooling import POOLING, AttentiveStatsPooling, MaxPooling, MeanPooling, Pooling, build_pooling
 from cbl.model.ssl import SSLFrontEnd, normalize_waveform
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "DetectorOutput",
     "MaxPooling",
     "MeanPooling",
+    "Pooling",
     "SSLFrontEnd",
     "SpoofDetector",
     "build_model",

@@ -17,8 +17,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from cbl.config import looks_like_local_path
 from cbl.errors import CblError
 
@@ -120,7 +118,7 @@ def _cannot_load(name_or_path: str, exc: BaseException) -> CblError:
 
 
 def load_ssl_model(name_or_path: str, *, layerdrop: float = 0.0, mask_time_prob: float = 0.0,
-                   mask_feature_prob: float = 0.0) -> tuple[nn.Module, bool]:
+                   mask_feature_prob: float = 0.0) -> tuple[Any, bool]:
     """Return ``(encoder, is_random_init)`` for ``tiny``, a hub name or a local folder.
 
     The class comes from the checkpoint's ``config.model_type`` (``AutoModel``):
@@ -172,7 +170,7 @@ def load_ssl_model(name_or_path: str, *, layerdrop: float = 0.0, mask_time_prob:
     return model, False
 
 
-def load_wav2vec2(name_or_path: str) -> tuple[nn.Module, bool]:
+def load_wav2vec2(name_or_path: str) -> tuple[Any, bool]:
     """The former name of :func:`load_ssl_model` (any supported family, cbl's default fine-tuning settings)."""
     return load_ssl_model(name_or_path)
 
@@ -183,10 +181,10 @@ def checkpoint_normalizes(name_or_path: str) -> bool:
     if name_or_path == TINY_NAME:
         return False
     source = _source(name_or_path)
+    path: str | None
     if Path(source).is_dir():
-        path: str | None = str(Path(source) / "preprocessor_config.json")
-        if not Path(path).is_file():
-            path = None
+        found = Path(source) / "preprocessor_config.json"
+        path = str(found) if found.is_file() else None
     else:
         from transformers.utils import cached_file
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from cbl.errors import ConfigError
 
-__all__ = ["POOLING", "AttentiveStatsPooling", "MaxPooling", "MeanPooling", "build_pooling"]
+__all__ = ["POOLING", "AttentiveStatsPooling", "MaxPooling", "MeanPooling", "Pooling", "build_pooling"]
 
 
 def _mask_or_all(frames: Tensor, frame_mask: Tensor | None) -> Tensor:
@@ -22,7 +22,13 @@ def _mask_or_all(frames: Tensor, frame_mask: Tensor | None) -> Tensor:
     return frame_mask.to(torch.bool)
 
 
-class MeanPooling(nn.Module):
+class Pooling(nn.Module):
+    """A frame pooling: ``forward(frames (B, F, H), frame_mask (B, F) or None) -> (B, output_dim)``."""
+
+    output_dim: int
+
+
+class MeanPooling(Pooling):
     """Average over real frames. ``output_dim == dim``."""
 
     def __init__(self, dim: int) -> None:
@@ -38,7 +44,7 @@ class MeanPooling(nn.Module):
         return (frames * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
 
 
-class MaxPooling(nn.Module):
+class MaxPooling(Pooling):
     """Element-wise maximum over real frames. ``output_dim == dim``."""
 
     def __init__(self, dim: int) -> None:
@@ -55,7 +61,7 @@ class MaxPooling(nn.Module):
         return frames.masked_fill(~mask, lowest).max(dim=1).values
 
 
-class AttentiveStatsPooling(nn.Module):
+class AttentiveStatsPooling(Pooling):
     """Attentive statistics pooling (Okabe et al., 2018): attention-weighted mean and std.
 
     A small MLP scores every frame; a softmax over the real frames turns the scores
@@ -81,14 +87,14 @@ class AttentiveStatsPooling(nn.Module):
         return torch.cat([mean, std], dim=-1)
 
 
-POOLING: dict[str, type[nn.Module]] = {
+POOLING: dict[str, type[Pooling]] = {
     "mean": MeanPooling,
     "max": MaxPooling,
     "attention": AttentiveStatsPooling,
 }
 
 
-def build_pooling(name: str, dim: int) -> nn.Module:
+def build_pooling(name: str, dim: int) -> Pooling:
     """Instantiate the pooling registered under ``name`` for ``dim``-wide frames (has ``.output_dim``)."""
     if name not in POOLING:
         raise ConfigError(f"key 'model.pooling': unknown value {name!r}, expected one of: {', '.join(POOLING)}")

@@ -118,7 +118,7 @@ class _LayerRecorder:
     above ``upto`` stops the forward (``_EnoughLayers``) before it runs.
     """
 
-    def __init__(self, encoder: nn.Module, upto: int, keep_all: bool) -> None:
+    def __init__(self, encoder: Any, upto: int, keep_all: bool) -> None:
         self.num_layers = len(encoder.layers)
         self.upto, self.keep_all = upto, keep_all
         self.active = False
@@ -154,13 +154,14 @@ class _LayerRecorder:
         """``(B, F, H)`` for one position, ``(B, F, L+1, H)`` for all; the recorded tensors are then let go."""
         if not self.keep_all:
             state, self.latest = self.latest, None
+            if state is None:
+                raise RuntimeError("no hidden state was recorded: the encoder ran no layer")
             return state
-        states = self.states
-        for position in range(1, len(states)):
-            if states[position] is None:
-                states[position] = states[position - 1]
+        states, filled = self.states, list[Tensor]()
+        for state in states:  # a layer LayerDrop skipped holds its input: the state before it
+            filled.append(state if state is not None else filled[-1])
         self.states = []
-        return torch.stack(states, dim=2)
+        return torch.stack(filled, dim=2)
 
 
 class SSLFrontEnd(nn.Module):

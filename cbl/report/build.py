@@ -231,7 +231,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
     rows = []
     per_attack: list[tuple[str, dict[str, float]]] = []
     for v in views:
-        attacks = np.asarray(v.eval_attacks, dtype=object)
+        eval_attacks = np.asarray(v.eval_attacks, dtype=object)
         is_seen = np.array([a in v.seen_attacks for a in v.eval_attacks])
         rows.append([v.role, v.trial.trial_id, v.loss_type, _short_params(v.trial, keys) or "-",
                      f"{format_eer(v.trial.best_dev_eer)} (epoch {v.trial.best_epoch})",
@@ -239,7 +239,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
                      format_eer(eer_or_nan(v.eval_scores, v.eval_labels, is_seen)),
                      format_eer(eer_or_nan(v.eval_scores, v.eval_labels, ~is_seen))])
         kinds = sorted({a for a, label in zip(v.eval_attacks, v.eval_labels, strict=True) if label == 0}, key=natural_key)
-        eers = {a: eer_or_nan(v.eval_scores, v.eval_labels, attacks == a) for a in kinds}
+        eers = {a: eer_or_nan(v.eval_scores, v.eval_labels, eval_attacks == a) for a in kinds}
         eers["pooled"] = eer_or_nan(v.eval_scores, v.eval_labels)
         per_attack.append((f"{v.trial.trial_id} ({v.loss_type})", eers))
     w.add(Table(["role", "trial", "loss type", "parameters", "dev EER", "eval EER", "eval EER, seen attacks",

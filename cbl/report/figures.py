@@ -27,7 +27,7 @@ __all__ = ["attack_bars", "det_curves", "embedding_scatter", "importance_bars", 
 
 _DPI = 100
 # line style and end marker per trial state: an early-stopped trial must look cut, not finished
-_STATE_STYLE = {
+_STATE_STYLE: dict[str, tuple[Any, str | None]] = {
     "finished": ("-", None),
     "stopped": ("--", "X"),
     "error": (":", "x"),
@@ -128,7 +128,7 @@ def det_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], split: str 
     low = max(0.0005, min(0.01, smallest))
     high = 0.8
 
-    def probit(rate: np.ndarray) -> np.ndarray:
+    def probit(rate: Any) -> Any:  # (N,) rates or one rate, on the probit axis
         return norm.ppf(np.clip(rate, low, high))
 
     for (label, bonafide, spoof), colour in zip(curves, _colours(len(curves)), strict=True):
@@ -203,7 +203,7 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, attacks: Sequence[
     fig = Figure(figsize=(9.5, 6.5))
     ax = fig.subplots()
     bonafide = labels == 1
-    bona_handles = []
+    bona_handles: list[Any] = []
     if nearest is not None and centers is not None:
         cluster_colours = _colours(len(centers))
         for k, colour in enumerate(cluster_colours):

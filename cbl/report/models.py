@@ -124,11 +124,11 @@ def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path
     # ---- eval scores: final-eval's file, our cache, or a scoring pass
     records = load_split(config.data, "eval")
     ids = [r.utt_id for r in records]
-    score_file = cache / f"scores-eval-{trial.trial_id}.txt"
+    score_file: Path = cache / f"scores-eval-{trial.trial_id}.txt"
     scores = None
     for candidate in (_final_eval_scores(experiment_dir, trial), score_file):
         scores = _reuse_scores(candidate, checkpoint, ids) if candidate is not None else None
-        if scores is not None:
+        if candidate is not None and scores is not None:
             score_file = candidate
             break
     if scores is None:
@@ -179,7 +179,7 @@ def _read_npz(path: Path, signature: str) -> dict[str, np.ndarray] | None:
 
 def _write_npz(path: Path, signature: str, arrays: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, signature=np.array(signature), **arrays)
+    np.savez(buffer, signature=np.array(signature), **arrays)  # type: ignore[arg-type]  # numpy's stub: **kwds as its bool flag
     atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -170,15 +170,17 @@ class Importance:
     reason: str = ""  # why nothing was computed (empty when values are given)
 
 
-def _distribution(param: Param | None, observed: list[Any]):
+def _distribution(param: Param | None, observed: list[Any]) -> Any:
     """The Optuna distribution of a key: from its search-space entry, widened to what trials really hold."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     numbers = all(_is_number(v) for v in observed)
-    if param is not None and param.kind in ("uniform", "loguniform") and numbers:
+    if param is not None and param.low is not None and param.high is not None and \
+            param.kind in ("uniform", "loguniform") and numbers:
         low, high = min(float(param.low), *observed), max(float(param.high), *observed)
         return FloatDistribution(low, high, log=param.kind == "loguniform" and low > 0)
-    if param is not None and param.kind == "int" and all(isinstance(v, int) for v in observed):
+    if param is not None and param.low is not None and param.high is not None and param.kind == "int" and \
+            all(isinstance(v, int) for v in observed):
         step = param.step or 1
         low = min(int(param.low), *observed)
         high = max(int(param.high), *observed)

@@ -154,7 +154,8 @@ def run_sweep(settings: SweepSettings, spec: SearchSpace, *, address: str | None
     write_sweep(experiment_dir, sweep)
     results = tuner.fit()
     sys.stdout.flush()
-    mark_lost_trials(experiment_dir, {Path(r.path).name.removeprefix("trial_") for r in results if r.path})
+    ended = (results[i] for i in range(len(results)))
+    mark_lost_trials(experiment_dir, {Path(r.path).name.removeprefix("trial_") for r in ended if r.path})
 
 
 def mark_lost_trials(experiment_dir: Path, known: set[str]) -> None:

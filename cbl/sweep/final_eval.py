@@ -60,14 +60,15 @@ class FinalEval:
         seed, eer = self.selection
         lines = [f"selection run (trial {self.trial_id}, seed {seed}): {self.target} EER {100 * eer:.2f}%"
                  f"{self._tdcf(seed)} (optimistically biased: this run won the selection on dev)"]
-        if not self.eers:
+        mean, std = self.mean, self.std
+        if mean is None:
             lines.append(f"final {self.target}: no fresh seeds (final-eval --seeds N retrains N fresh seeds for an "
                          "unbiased mean +- std)")
         else:
             each = ", ".join(f"seed {s}: {100 * e:.2f}%{self._tdcf(s)}" for s, e in self.eers)
-            spread = f" +- {100 * self.std:.2f}%" if self.std is not None else " (std needs 2 seeds)"
+            spread = f" +- {100 * std:.2f}%" if std is not None else " (std needs 2 seeds)"
             plural = "s" if len(self.eers) > 1 else ""
-            lines.append(f"final {self.target} EER {100 * self.mean:.2f}%{spread} over {len(self.eers)} fresh "
+            lines.append(f"final {self.target} EER {100 * mean:.2f}%{spread} over {len(self.eers)} fresh "
                          f"seed{plural} ({each})")
         return "\n".join(lines)
 
@@ -109,28 +110,28 @@ def final_evaluation(
     out_dir = experiment_dir / FINAL_DIR
     target = split if protocol is None else protocol.stem
     result = FinalEval(best.trial_id, best.best_dev_eer, best.best_epoch, target)
-    checkpoints = [(None, best.best_checkpoint)]
+    checkpoints: list[tuple[int | None, Path]] = [(None, best.best_checkpoint)]  # None: the selection run
     if seeds > 0:
         checkpoints += _retrain(best, seeds, out_dir, echo)
     for seed, ckpt in checkpoints:
         loaded = load_model(ckpt)
         selection = seed is None
-        seed = loaded.config.train.seed if selection else seed
+        run_seed = loaded.config.train.seed if seed is None else seed
         records = _records(loaded.config, split, protocol, audio_dir, corpus)
-        score_file = out_dir / f"scores-{target}-seed{seed}.txt"
+        score_file = out_dir / f"scores-{target}-seed{run_seed}.txt"
         evaluated = evaluate_records(loaded, records, score_file, asv=asv)
         if evaluated.eer is None:
             raise CblError(f"{target}: the protocol does not hold both bonafide and spoof labels, so no EER")
         if selection:
-            result.selection = (seed, float(evaluated.eer))
+            result.selection = (run_seed, float(evaluated.eer))
             result.attack_table = result_tables(evaluated)
         else:
-            result.eers.append((seed, float(evaluated.eer)))
+            result.eers.append((run_seed, float(evaluated.eer)))
         if evaluated.min_tdcf:
-            result.min_tdcf[seed] = dict(evaluated.min_tdcf)
+            result.min_tdcf[run_seed] = dict(evaluated.min_tdcf)
         result.score_files.append(str(score_file))
         role = "selection run" if selection else "fresh seed"
-        echo(f"{role} {seed}: {target} EER {100 * evaluated.eer:.2f}%  ({score_file})")
+        echo(f"{role} {run_seed}: {target} EER {100 * evaluated.eer:.2f}%  ({score_file})")
     summary = {"trial_id": best.trial_id, "params": best.params, "dev_eer": best.best_dev_eer,
                "dev_epoch": best.best_epoch, "target": target,
                "selection": {"seed": result.selection[0], "eer": result.selection[1]} if result.selection else None,

@@ -11,7 +11,7 @@ import logging
 import math
 import pickle
 from collections.abc import Callable, Hashable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import optuna
 from ray.tune.search import Searcher
@@ -28,10 +28,11 @@ __all__ = ["MAX_REDRAWS", "DefineByRun", "GridSearcher", "PrunedAwareOptunaSearc
 MAX_REDRAWS = 20
 
 Drawn = TypeVar("Drawn")
+Key = TypeVar("Key", bound=Hashable)
 
 
-def draw_unfinished(draw: Callable[[], Drawn], key_of: Callable[[Drawn], Hashable], finished: Mapping[Hashable, float],
-                    tell: Callable[[Drawn, float], None], max_redraws: int = MAX_REDRAWS) -> Drawn:
+def draw_unfinished(draw: Callable[[], Drawn], key_of: Callable[[Drawn], Key], finished: Mapping[Key, float],
+                    tell: Callable[[Drawn, float], object], max_redraws: int = MAX_REDRAWS) -> Drawn:
     """The redraw rule: never train again a configuration that already ran to the end.
 
     A configuration's trial is seeded (data order, init, augmentation), so training
@@ -66,7 +67,7 @@ class GridSearcher(Searcher):
         self.next_index = 0
         self.assigned: dict[str, int] = {}
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]  # Ray's stub omits FINISHED
         if trial_id in self.assigned:
             return dict(self.points[self.assigned[trial_id]])
         if self.next_index >= len(self.points):
@@ -120,9 +121,14 @@ class PrunedAwareOptunaSearch(OptunaSearch):
             lambda: OptunaSearch.suggest(self, trial_id),
             lambda _: config_key(self._ot_trials[trial_id].params),
             self._finished,
-            lambda _, value: self._ot_study.tell(self._ot_trials.pop(trial_id), value),
+            lambda _, value: self._study.tell(self._ot_trials.pop(trial_id), value),
             self.MAX_REDRAWS,
         )
+
+    @property
+    def _study(self) -> optuna.Study:
+        """OptunaSearch's study (its attribute is typed None until the search space is known)."""
+        return cast(optuna.Study, self._ot_study)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if trial_id not in self._completed_trials:
@@ -141,7 +147,7 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         if result:
             self._report(trial_id, result)  # Ray sends a stopping result here, not to on_trial_result
         try:
-            self._ot_study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
+            self._study.tell(self._ot_trials[trial_id], state=optuna.trial.TrialState.PRUNED)
         except Exception as exc:
             logging.getLogger(__name__).warning("optuna: %s", exc)
         self._completed_trials.add(trial_id)

@@ -44,11 +44,11 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
                       node_id=ray.get_runtime_context().get_node_id(), host=os.uname().nodename)
     resources = context.get_trial_resources()
     cpus = resources.required_resources.get("CPU", 1) if resources is not None else 1
-    config = sweep.trial_config(sampled)
-    if config.train.feature_cache and not config.train.feature_cache_dir:
-        config.train.feature_cache_dir = str(experiment_dir / "feature_cache")  # one cache for every trial
+    trial_config = sweep.trial_config(sampled)
+    if trial_config.train.feature_cache and not trial_config.train.feature_cache_dir:
+        trial_config.train.feature_cache_dir = str(experiment_dir / "feature_cache")  # one cache for every trial
     try:
-        result = fit(config, _TuneReporter(), path, cpus=cpus)
+        result = fit(trial_config, _TuneReporter(), path, cpus=cpus)
     except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
         write_trial_state(path, state="error", error=reason)
