@@ -29,17 +29,46 @@ from cbl.errors import CblError
 from cbl.metrics import compute_eer, per_attack_eer
 from cbl.tdcf import AsvScores, min_tdcf_2019, min_tdcf_2021
 
-__all__ = ["DF_CODEC_CONDITIONS", "DF_VOCODER_GROUPS", "LA_CODEC_CONDITIONS", "Breakdown", "ConditionRow",
-           "TdcfScorer", "attack_breakdown", "condition_breakdowns", "format_breakdown"]
+__all__ = [
+    "DF_CODEC_CONDITIONS",
+    "DF_VOCODER_GROUPS",
+    "LA_CODEC_CONDITIONS",
+    "Breakdown",
+    "ConditionRow",
+    "TdcfScorer",
+    "attack_breakdown",
+    "condition_breakdowns",
+    "format_breakdown",
+]
 
 # (label printed, value in the key), in the official order
-LA_CODEC_CONDITIONS = (("C1", "none"), ("C2", "alaw"), ("C3", "pstn"), ("C4", "g722"), ("C5", "ulaw"), ("C6", "gsm"),
-                       ("C7", "opus"))
-DF_VOCODER_GROUPS = (("Traditional", "traditional_vocoder"), ("Wav.Concat.", "waveform_concatenation"),
-                     ("Neural AR", "neural_vocoder_autoregressive"), ("Neural non-AR", "neural_vocoder_nonautoregressive"),
-                     ("Unknown", "unknown"))
-DF_CODEC_CONDITIONS = (("C1", "nocodec"), ("C2", "low_mp3"), ("C3", "high_mp3"), ("C4", "low_m4a"), ("C5", "high_m4a"),
-                       ("C6", "low_ogg"), ("C7", "high_ogg"), ("C8", "mp3m4a"), ("C9", "oggm4a"))
+LA_CODEC_CONDITIONS = (
+    ("C1", "none"),
+    ("C2", "alaw"),
+    ("C3", "pstn"),
+    ("C4", "g722"),
+    ("C5", "ulaw"),
+    ("C6", "gsm"),
+    ("C7", "opus"),
+)
+DF_VOCODER_GROUPS = (
+    ("Traditional", "traditional_vocoder"),
+    ("Wav.Concat.", "waveform_concatenation"),
+    ("Neural AR", "neural_vocoder_autoregressive"),
+    ("Neural non-AR", "neural_vocoder_nonautoregressive"),
+    ("Unknown", "unknown"),
+)
+DF_CODEC_CONDITIONS = (
+    ("C1", "nocodec"),
+    ("C2", "low_mp3"),
+    ("C3", "high_mp3"),
+    ("C4", "low_m4a"),
+    ("C5", "high_m4a"),
+    ("C6", "low_ogg"),
+    ("C7", "high_ogg"),
+    ("C8", "mp3m4a"),
+    ("C9", "oggm4a"),
+)
 
 
 class ConditionRow(NamedTuple):
@@ -101,8 +130,15 @@ def attack_breakdown(scores: Any, labels: Any, attacks: Sequence[str], scorer: T
     return Breakdown("attack", rows, scorer.form if scorer is not None else None)
 
 
-def _factor_rows(scores: np.ndarray, labels: np.ndarray, values: np.ndarray, official: Sequence[tuple[str, str]],
-                 spoof_only: bool, tdcf: Callable[..., float | None] | None, asv_key: str | None) -> list[ConditionRow]:
+def _factor_rows(
+    scores: np.ndarray,
+    labels: np.ndarray,
+    values: np.ndarray,
+    official: Sequence[tuple[str, str]],
+    spoof_only: bool,
+    tdcf: Callable[..., float | None] | None,
+    asv_key: str | None,
+) -> list[ConditionRow]:
     present = set(values[labels == 0].tolist()) | (set() if spoof_only else set(values[labels == 1].tolist()))
     known = {value for _, value in official}
     order = [(label, value) for label, value in official if value in present]
@@ -135,12 +171,22 @@ def condition_breakdowns(records: Sequence[Any], scores: Any, scorer: TdcfScorer
         with_tdcf = scorer is not None and scorer.asv.codecs is not None
         tdcf = scorer.row if scorer is not None and with_tdcf else None
         rows = _factor_rows(scores, labels, column("codec"), LA_CODEC_CONDITIONS, False, tdcf, "codec")
-        out.append(Breakdown("codec condition (2021 LA)", rows, scorer.form if scorer is not None and with_tdcf else None))
+        out.append(
+            Breakdown("codec condition (2021 LA)", rows, scorer.form if scorer is not None and with_tdcf else None)
+        )
     if "vocoder" in meta:  # 2021 DF: EER only, as the official DF tables (the DF track has no ASV)
-        out.append(Breakdown("vocoder group (2021 DF)",
-                             _factor_rows(scores, labels, column("vocoder"), DF_VOCODER_GROUPS, True, None, None)))
-        out.append(Breakdown("codec condition (2021 DF)",
-                             _factor_rows(scores, labels, column("codec"), DF_CODEC_CONDITIONS, False, None, None)))
+        out.append(
+            Breakdown(
+                "vocoder group (2021 DF)",
+                _factor_rows(scores, labels, column("vocoder"), DF_VOCODER_GROUPS, True, None, None),
+            )
+        )
+        out.append(
+            Breakdown(
+                "codec condition (2021 DF)",
+                _factor_rows(scores, labels, column("codec"), DF_CODEC_CONDITIONS, False, None, None),
+            )
+        )
     return out
 
 

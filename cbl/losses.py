@@ -158,7 +158,8 @@ def _ce_weights(loss_config: LossConfig, class_weights: Tensor | None, like: Ten
         weights = torch.tensor([1.0, loss_config.ce_bonafide_weight])
     elif class_weights is None:
         raise CblError(
-            "weighted CE needs class_weights (2,) [spoof, bonafide], e.g. cbl.data.class_weights_from_labels(train_labels), "
+            "weighted CE needs class_weights (2,) [spoof, bonafide], e.g. "
+            "cbl.data.class_weights_from_labels(train_labels), "
             "or loss.ce_bonafide_weight > 0"
         )
     else:
@@ -226,4 +227,3 @@ def _center_tensor(centers: Any) -> Tensor | None:
     if tensor is None or not isinstance(tensor, Tensor) or tensor.ndim != 2 or tensor.shape[0] == 0:
         return None
     return tensor
-

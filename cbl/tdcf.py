@@ -97,8 +97,12 @@ def asv_error_rates(target: Any, nontarget: Any, spoof: Any) -> AsvErrorRates:
     threshold = compute_eer(target, nontarget)[1]  # checks that targets and non-targets are there, and finite
     if not np.isfinite(spoof).all():
         raise CblError("ASV spoof scores contain non-finite values")
-    return AsvErrorRates(float(threshold), float(np.mean(nontarget >= threshold)), float(np.mean(target < threshold)),
-                         float(np.mean(spoof >= threshold)))
+    return AsvErrorRates(
+        float(threshold),
+        float(np.mean(nontarget >= threshold)),
+        float(np.mean(target < threshold)),
+        float(np.mean(spoof >= threshold)),
+    )
 
 
 def _minimum(normalised: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
@@ -106,21 +110,25 @@ def _minimum(normalised: np.ndarray, thresholds: np.ndarray) -> tuple[float, flo
     return float(normalised[index]), float(thresholds[index])
 
 
-def min_tdcf_2019(bonafide_scores: Any, spoof_scores: Any, asv: AsvErrorRates,
-                  cost_model: dict[str, float] | None = None) -> tuple[float, float]:
+def min_tdcf_2019(
+    bonafide_scores: Any, spoof_scores: Any, asv: AsvErrorRates, cost_model: dict[str, float] | None = None
+) -> tuple[float, float]:
     """Normalised minimum t-DCF, ASVspoof 2019 form; ``(min t-DCF, CM threshold)``. Scores (N,), higher = bonafide."""
     cost = TDCF_2019_COST_MODEL if cost_model is None else cost_model
     c1 = cost["Ptar"] * (cost["Cmiss_cm"] - cost["Cmiss_asv"] * asv.pmiss) - cost["Pnon"] * cost["Cfa_asv"] * asv.pfa
     c2 = cost["Cfa_cm"] * cost["Pspoof"] * asv.pfa_spoof
     if c1 <= 0 or c2 <= 0:
-        raise CblError(f"t-DCF (2019) weights must be positive, got C1={c1:.4g} and C2={c2:.4g} (C2 is 0 when the "
-                       "ASV rejects every spoof): check the ASV scores")
+        raise CblError(
+            f"t-DCF (2019) weights must be positive, got C1={c1:.4g} and C2={c2:.4g} (C2 is 0 when the "
+            "ASV rejects every spoof): check the ASV scores"
+        )
     pmiss_cm, pfa_cm, thresholds = compute_det_curve(bonafide_scores, spoof_scores)
     return _minimum((c1 * pmiss_cm + c2 * pfa_cm) / min(c1, c2), thresholds)
 
 
-def min_tdcf_2021(bonafide_scores: Any, spoof_scores: Any, asv: AsvErrorRates,
-                  cost_model: dict[str, float] | None = None) -> tuple[float, float]:
+def min_tdcf_2021(
+    bonafide_scores: Any, spoof_scores: Any, asv: AsvErrorRates, cost_model: dict[str, float] | None = None
+) -> tuple[float, float]:
     """Normalised minimum t-DCF, revised ASVspoof 2021 form; ``(min t-DCF, CM threshold)``."""
     cost = TDCF_2021_COST_MODEL if cost_model is None else cost_model
     c0 = cost["Ptar"] * cost["Cmiss"] * asv.pmiss + cost["Pnon"] * cost["Cfa"] * asv.pfa
@@ -128,8 +136,10 @@ def min_tdcf_2021(bonafide_scores: Any, spoof_scores: Any, asv: AsvErrorRates,
     c2 = cost["Pspoof"] * cost["Cfa_spoof"] * asv.pfa_spoof
     default = c0 + min(c1, c2)  # the cost of a CM that accepts (or rejects) everything, whichever is lower
     if c0 < 0 or c1 < 0 or c2 < 0 or default <= 0:
-        raise CblError(f"t-DCF (2021) weights must be non-negative with a positive default cost, got C0={c0:.4g}, "
-                       f"C1={c1:.4g}, C2={c2:.4g}: check the ASV scores")
+        raise CblError(
+            f"t-DCF (2021) weights must be non-negative with a positive default cost, got C0={c0:.4g}, "
+            f"C1={c1:.4g}, C2={c2:.4g}: check the ASV scores"
+        )
     pmiss_cm, pfa_cm, thresholds = compute_det_curve(bonafide_scores, spoof_scores)
     return _minimum((c0 + c1 * pmiss_cm + c2 * pfa_cm) / default, thresholds)
 
@@ -155,13 +165,18 @@ class AsvScores:
         spoof = keep & (self.keys == "spoof")
         if attack is not None:
             spoof &= self.attacks == attack
-        return asv_error_rates(self.scores[keep & (self.keys == "target")],
-                               self.scores[keep & (self.keys == "nontarget")], self.scores[spoof])
+        return asv_error_rates(
+            self.scores[keep & (self.keys == "target")],
+            self.scores[keep & (self.keys == "nontarget")],
+            self.scores[spoof],
+        )
 
 
 def _lines(path: Path) -> list[tuple[int, list[str]]]:
     text = read_text_file(path, UsageError, "ASV file")
-    return [(n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.startswith("#")]
+    return [
+        (n, line.split()) for n, line in enumerate(text.splitlines(), 1) if line.strip() and not line.startswith("#")
+    ]
 
 
 def _score(path: Path, number: int, text: str) -> float:
@@ -180,8 +195,9 @@ def _key(path: Path, number: int, word: str) -> str:
     return word
 
 
-def read_asv_scores(scores: str | os.PathLike[str], key: str | os.PathLike[str] | None = None, *,
-                    subset: str | None = "eval") -> AsvScores:
+def read_asv_scores(
+    scores: str | os.PathLike[str], key: str | os.PathLike[str] | None = None, *, subset: str | None = "eval"
+) -> AsvScores:
     """The organisers' ASV scores: a 2019 score file alone, or a 2021 ``score.txt`` with its ``trial_metadata.txt``.
 
     ``subset`` keeps the 2021 rows of that SUBSET column (official scoring: ``eval``);
@@ -195,13 +211,17 @@ def read_asv_scores(scores: str | os.PathLike[str], key: str | os.PathLike[str] 
         number, fields = rows[0]
         source_2019 = fields[0] == "bonafide" or re.fullmatch(r"A\d+", fields[0]) is not None
         if len(fields) == 3 and fields[1] not in _ASV_KEYS and not source_2019:
-            raise UsageError(f"{path}:{number}: looks like an ASVspoof 2021 ASV score.txt (SPEAKER TRIAL SCORE): "
-                             "give its trial_metadata.txt too (--asv-key)")
+            raise UsageError(
+                f"{path}:{number}: looks like an ASVspoof 2021 ASV score.txt (SPEAKER TRIAL SCORE): "
+                "give its trial_metadata.txt too (--asv-key)"
+            )
         values, keys, attacks = [], [], []
         for number, fields in rows:
             if len(fields) != 3:
-                raise UsageError(f"{path}:{number}: expected 3 columns 'SOURCE KEY SCORE' (ASVspoof 2019 ASV "
-                                 f"scores), got {len(fields)}")
+                raise UsageError(
+                    f"{path}:{number}: expected 3 columns 'SOURCE KEY SCORE' (ASVspoof 2019 ASV "
+                    f"scores), got {len(fields)}"
+                )
             attacks.append(fields[0])
             keys.append(_key(path, number, fields[1]))
             values.append(_score(path, number, fields[2]))
@@ -212,19 +232,26 @@ def read_asv_scores(scores: str | os.PathLike[str], key: str | os.PathLike[str] 
 def _read_2021(path: Path, rows: list[tuple[int, list[str]]], key_path: Path, subset: str | None) -> AsvScores:
     meta = _lines(key_path)
     if len(meta) != len(rows):
-        raise UsageError(f"{path}: {len(rows)} ASV scores but {len(meta)} trials in {key_path}; the 2021 files "
-                         "pair line by line")
+        raise UsageError(
+            f"{path}: {len(rows)} ASV scores but {len(meta)} trials in {key_path}; the 2021 files pair line by line"
+        )
     values, keys, attacks, codecs = [], [], [], []
     for (number, fields), (key_number, info) in zip(rows, meta, strict=True):
         if len(fields) != 3:
-            raise UsageError(f"{path}:{number}: expected 3 columns 'SPEAKER TRIAL SCORE' (ASVspoof 2021 ASV "
-                             f"scores), got {len(fields)}")
+            raise UsageError(
+                f"{path}:{number}: expected 3 columns 'SPEAKER TRIAL SCORE' (ASVspoof 2021 ASV "
+                f"scores), got {len(fields)}"
+            )
         if len(info) != 8:
-            raise UsageError(f"{key_path}:{key_number}: expected 8 columns 'SPEAKER TRIAL CODEC TRANSMISSION "
-                             f"ATTACK KEY TRIM SUBSET' (ASVspoof 2021 LA ASV key), got {len(info)}")
+            raise UsageError(
+                f"{key_path}:{key_number}: expected 8 columns 'SPEAKER TRIAL CODEC TRANSMISSION "
+                f"ATTACK KEY TRIM SUBSET' (ASVspoof 2021 LA ASV key), got {len(info)}"
+            )
         if fields[:2] != info[:2]:
-            raise UsageError(f"{path}:{number}: trial '{' '.join(fields[:2])}' but {key_path}:{key_number} holds "
-                             f"'{' '.join(info[:2])}'; the files must be in the same order")
+            raise UsageError(
+                f"{path}:{number}: trial '{' '.join(fields[:2])}' but {key_path}:{key_number} holds "
+                f"'{' '.join(info[:2])}'; the files must be in the same order"
+            )
         if subset is not None and info[7] != subset:
             continue
         values.append(_score(path, number, fields[2]))

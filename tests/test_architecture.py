@@ -28,7 +28,6 @@ MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS: dict[str, str] = {}
 
 
-
 @dataclass(frozen=True)
 class Edge:
     """Modules under ``importer`` may not import anything under ``forbidden`` (but what ``allowed`` names)."""
@@ -50,8 +49,12 @@ FORBIDDEN_EDGES: list[Edge] = [
     Edge("cbl.engine", ("cbl.sweep", "cbl.bench", "cbl.report"), "a single run knows nothing of sweeps"),
     Edge("cbl.sweep", ("cbl.bench", "cbl.report"), "a sweep runs trials; reports and benchmarks read sweeps"),
     Edge("cbl.report", ("cbl.bench",), "a report reads what a sweep left on disk"),
-    Edge("cbl.config", ("cbl",), "the config is the foundation: plain data, errors and YAML only",
-         allowed=("cbl.config", "cbl.errors", "cbl.yamlio")),
+    Edge(
+        "cbl.config",
+        ("cbl",),
+        "the config is the foundation: plain data, errors and YAML only",
+        allowed=("cbl.config", "cbl.errors", "cbl.yamlio"),
+    ),
     *(Edge(leaf, _RUNNERS, "the building blocks know nothing of who runs them") for leaf in _LEAVES),
 ]
 
@@ -200,8 +203,9 @@ def forbidden_edges() -> list[str]:
             for edge in FORBIDDEN_EDGES:
                 if not _within(module, edge.importer) or any(_within(module, e) for e in edge.exempt):
                     continue
-                if any(_within(imp.target, t) for t in edge.forbidden) and \
-                        not any(_within(imp.target, a) for a in edge.allowed):
+                if any(_within(imp.target, t) for t in edge.forbidden) and not any(
+                    _within(imp.target, a) for a in edge.allowed
+                ):
                     problems.append(f"{modules()[module]}:{imp.line}: {module} imports {imp.target} ({edge.why})")
     return sorted(set(problems))
 
@@ -364,8 +368,7 @@ def faces_that_hide() -> list[str]:
                 for alias in node.names:
                     name = alias.asname or alias.name
                     if name not in listed and f"{_absolute(module, node)}.{alias.name}" not in modules():
-                        problems.append(f"{path}:{node.lineno}: {module} hands on {name} without listing it in "
-                                        "__all__")
+                        problems.append(f"{path}:{node.lineno}: {module} hands on {name} without listing it in __all__")
     return problems
 
 
@@ -424,12 +427,16 @@ def toy_package(tmp_path, monkeypatch):
 
 def test_the_checker_sees_a_cycle_an_import_inside_a_function_and_a_private_name(toy_package) -> None:
     """The rules are only as good as the reader: it must see what it is meant to forbid."""
-    toy_package({
-        "cbl/__init__.py": "",
-        "cbl/data/__init__.py": "from cbl.data.reader import read\n",
-        "cbl/data/reader.py": "__all__ = ['read']\n\ndef read():\n    from cbl.model import _forward\n    return _forward\n",
-        "cbl/model.py": "from cbl.data import read\n\n__all__ = []\n\ndef _forward():\n    return read\n",
-    })
+    toy_package(
+        {
+            "cbl/__init__.py": "",
+            "cbl/data/__init__.py": "from cbl.data.reader import read\n",
+            "cbl/data/reader.py": (
+                "__all__ = ['read']\n\ndef read():\n    from cbl.model import _forward\n    return _forward\n"
+            ),
+            "cbl/model.py": "from cbl.data import read\n\n__all__ = []\n\ndef _forward():\n    return read\n",
+        }
+    )
     assert find_cycles() == [["cbl.data.reader", "cbl.model"]]
     assert any("imports the private cbl.model._forward" in p for p in private_crossings())
     assert any("cbl.data.reader imports cbl.model" in p for p in forbidden_edges())
@@ -438,21 +445,25 @@ def test_the_checker_sees_a_cycle_an_import_inside_a_function_and_a_private_name
 
 
 def test_the_checker_sees_dotted_private_reads_private_modules_and_dynamic_imports(toy_package) -> None:
-    toy_package({
-        "cbl/__init__.py": "",
-        "cbl/errors.py": "__all__ = ['Oops', 'Gone']\n\nclass Oops(Exception):\n    pass\n",
-        "cbl/config/__init__.py": "",
-        "cbl/config/schema.py": "import cbl.engine.trainer\n\n__all__ = []\n",
-        "cbl/engine/__init__.py": "from cbl.engine.trainer import fit\n\n__all__ = ['fit']\n",
-        "cbl/engine/_hidden.py": "__all__ = ['x']\nx = 1\n",
-        "cbl/engine/trainer.py": "__all__ = ['fit']\n\ndef fit():\n    return 1\n\ndef _embed():\n    return 2\n",
-        "cbl/sweep.py": ("import importlib\n\nimport cbl.engine\nimport cbl.engine.trainer\nfrom cbl.engine._hidden import x\n\n"
-                         "__all__ = []\n\ndef run():\n    importlib.import_module('cbl.report')\n"
-                         "    return cbl.engine.trainer._embed(), x\n"),
-        "cbl/cli.py": "from cbl.sweep import run\n",
-        "cbl/__main__.py": "from cbl.cli import run\n",
-        "cbl/report.py": "import cbl.engine\n\n__all__ = []\n",
-    })
+    toy_package(
+        {
+            "cbl/__init__.py": "",
+            "cbl/errors.py": "__all__ = ['Oops', 'Gone']\n\nclass Oops(Exception):\n    pass\n",
+            "cbl/config/__init__.py": "",
+            "cbl/config/schema.py": "import cbl.engine.trainer\n\n__all__ = []\n",
+            "cbl/engine/__init__.py": "from cbl.engine.trainer import fit\n\n__all__ = ['fit']\n",
+            "cbl/engine/_hidden.py": "__all__ = ['x']\nx = 1\n",
+            "cbl/engine/trainer.py": "__all__ = ['fit']\n\ndef fit():\n    return 1\n\ndef _embed():\n    return 2\n",
+            "cbl/sweep.py": (
+                "import importlib\n\nimport cbl.engine\nimport cbl.engine.trainer\nfrom cbl.engine._hidden import x\n\n"
+                "__all__ = []\n\ndef run():\n    importlib.import_module('cbl.report')\n"
+                "    return cbl.engine.trainer._embed(), x\n"
+            ),
+            "cbl/cli.py": "from cbl.sweep import run\n",
+            "cbl/__main__.py": "from cbl.cli import run\n",
+            "cbl/report.py": "import cbl.engine\n\n__all__ = []\n",
+        }
+    )
     crossings = private_crossings()
     assert any("cbl.sweep reads the private cbl.engine.trainer._embed" in p for p in crossings)
     assert any("cbl.sweep imports the private module cbl.engine._hidden" in p for p in crossings)

@@ -70,7 +70,23 @@ def test_tiny_bench_prints_one_table_and_writes_json(tmp_path):
     assert result.exit_code == 0, result.output
     rows = check_result(out, result.output, FAST.split(","))
     ids = {row["id"] for row in rows}
-    assert {"1", "3", "3+rb", "4.100", "4.200", "5a", "5b", "5c", "5d", "6", "6.mem", "8", "8.eer", "8.size", "9"} <= ids
+    assert {
+        "1",
+        "3",
+        "3+rb",
+        "4.100",
+        "4.200",
+        "5a",
+        "5b",
+        "5c",
+        "5d",
+        "6",
+        "6.mem",
+        "8",
+        "8.eer",
+        "8.size",
+        "9",
+    } <= ids
     # no temporary file left beside the JSON (written by rename)
     assert [p.name for p in out.parent.iterdir()] == ["bench.json"]
 
@@ -87,13 +103,16 @@ def test_tiny_bench_ray_trial_and_memory(ray_session, tmp_path):
     assert train["a"] < train["b"]  # the cached sweep spent less time training than the one reading audio
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--only", "nope"], "unknown measurement nope"),
-    (["--only", "cluster_loss,bogus"], "unknown measurement bogus"),
-    (["--only", ","], "(none given)"),
-    (["--size", "huge"], "Invalid value for '--size'"),
-    (["--frobnicate"], "No such option"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--only", "nope"], "unknown measurement nope"),
+        (["--only", "cluster_loss,bogus"], "unknown measurement bogus"),
+        (["--only", ","], "(none given)"),
+        (["--size", "huge"], "Invalid value for '--size'"),
+        (["--frobnicate"], "No such option"),
+    ],
+)
 def test_bad_options_exit_2(args, message):
     result = run("bench", *args)
     assert result.exit_code == 2, result.output
@@ -117,8 +136,11 @@ def test_parse_only_keeps_table_order():
 def test_replay_finds_the_best_config_and_is_deterministic():
     grid = (("a", (0, 1, 2)), ("b", ("x", "y")))
     # config (2, "y") is best from its first epoch; the others plateau higher
-    curves = {(a, b): [0.4 - 0.02 * e - (0.3 if (a, b) == (2, "y") else 0.0) for e in range(4)]
-              for a in (0, 1, 2) for b in ("x", "y")}
+    curves = {
+        (a, b): [0.4 - 0.02 * e - (0.3 if (a, b) == (2, "y") else 0.0) for e in range(4)]
+        for a in (0, 1, 2)
+        for b in ("x", "y")
+    }
     first = replay_search(curves, grid, seed=3, tell="pruned", max_t=4)
     assert first == replay_search(curves, grid, seed=3, tell="pruned", max_t=4)
     assert first["reached"] and 1 <= first["epochs"] <= 2 * 6 * 4

@@ -87,7 +87,9 @@ def test_condition_rows_carry_the_2021_min_tdcf_of_their_asv_trials(tmp_path: Pa
         rows += [f"LA_0009 LA_E_32{i} {codec} {trans} A07 spoof notrim eval" for i in range(2)]
     asv_key.write_text("\n".join(rows) + "\n")
     values = [3.0, 4.0, 5.0, 0.0, 1.0, 2.5, 4.5, 0.5] * 2
-    (tmp_path / "score.txt").write_text("".join(f"{' '.join(r.split()[:2])} {v}\n" for r, v in zip(rows, values, strict=True)))
+    (tmp_path / "score.txt").write_text(
+        "".join(f"{' '.join(r.split()[:2])} {v}\n" for r, v in zip(rows, values, strict=True))
+    )
     asv = read_asv_scores(tmp_path / "score.txt", asv_key)
     scorer = TdcfScorer(asv, "2021")
     (codecs,) = condition_breakdowns(records, scores, scorer)
@@ -99,7 +101,8 @@ def test_condition_rows_carry_the_2021_min_tdcf_of_their_asv_trials(tmp_path: Pa
     attacks = attack_breakdown(scores, [r.label for r in records], [r.attack for r in records], scorer)
     by_attack = {row.condition: row for row in attacks.rows}
     assert by_attack["A07"].min_tdcf == pytest.approx(
-        min_tdcf_2021(scores[[0, 2, 5]], scores[[1, 3, 7]], asv.rates(attack="A07"))[0])
+        min_tdcf_2021(scores[[0, 2, 5]], scores[[1, 3, 7]], asv.rates(attack="A07"))[0]
+    )
     assert by_attack["A08"].min_tdcf is None  # no ASV spoof trial of A08
     assert "min t-DCF (2021)" in format_breakdown(attacks).splitlines()[0]
 

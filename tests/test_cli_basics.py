@@ -17,8 +17,19 @@ def run(*args: str):
 def test_version_and_help():
     assert run("--version").output.strip() == f"cbl-search, version {__version__}"
     help_text = run("--help").output
-    for command in ("run", "resume", "status", "best", "final-eval", "tensorboard", "train", "evaluate", "score",
-                    "demo-data", "config"):
+    for command in (
+        "run",
+        "resume",
+        "status",
+        "best",
+        "final-eval",
+        "tensorboard",
+        "train",
+        "evaluate",
+        "score",
+        "demo-data",
+        "config",
+    ):
         assert command in help_text
 
 
@@ -38,7 +49,8 @@ def test_bad_config_exits_2_with_one_line_and_no_traceback(tmp_path):
     result = run("config", str(path))
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
-        f"Error: {path}:2: unknown key 'loss.num_cluster' (did you mean 'loss.num_clusters'?)"]
+        f"Error: {path}:2: unknown key 'loss.num_cluster' (did you mean 'loss.num_clusters'?)"
+    ]
 
 
 def test_bad_set_exits_2():
@@ -59,8 +71,10 @@ def test_demo_data_writes_the_asvspoof_layout(tmp_path):
     out = tmp_path / "demo"
     result = run("demo-data", str(out), "--utterances", "30", "--seconds", "0.5")
     assert result.exit_code == 0, result.output
-    records = read_asvspoof2019(out / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.train.trn.txt",
-                                out / "ASVspoof2019_LA_train" / "flac")
+    records = read_asvspoof2019(
+        out / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.train.trn.txt",
+        out / "ASVspoof2019_LA_train" / "flac",
+    )
     assert len(records) == 30 and {r.label for r in records} == {0, 1}
     again = run("demo-data", str(out))
     assert again.exit_code == 2 and "not empty" in again.output

@@ -140,7 +140,9 @@ def test_divergence_exits_1_with_one_line(tmp_path):
     assert result.exit_code == 1
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1
-    assert re.match(r"Error: training diverged: .* at epoch 1, step \d+ \(batch \d+ of \d+\); lower optim\.lr", errors[0])
+    assert re.match(
+        r"Error: training diverged: .* at epoch 1, step \d+ \(batch \d+ of \d+\); lower optim\.lr", errors[0]
+    )
     assert "Traceback" not in result.output
 
 
@@ -157,9 +159,20 @@ def test_runner_scripts_train_and_evaluate(tmp_path):
     env = _runner_env(tmp_path)
     out = tmp_path / "run"
     train_run = subprocess.run(
-        ["bash", str(REPO / "runners" / "train_ce_baseline.sh"), "--demo", *TINY_ARGS, "--set", "train.epochs=1",
-         "--out", str(out)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            "bash",
+            str(REPO / "runners" / "train_ce_baseline.sh"),
+            "--demo",
+            *TINY_ARGS,
+            "--set",
+            "train.epochs=1",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert train_run.returncode == 0, train_run.stderr
     assert "epoch 1/1" in train_run.stdout
@@ -171,12 +184,20 @@ def test_runner_scripts_train_and_evaluate(tmp_path):
     for config, scores in (("-", tmp_path / "plain.txt"), (str(overrides), tmp_path / "window.txt")):
         evaluate = subprocess.run(
             ["bash", str(REPO / "runners" / "eval.sh"), str(checkpoint), config, str(scores), "--split", "dev"],
-            capture_output=True, text=True, env=env, timeout=300,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
         )
         assert evaluate.returncode == 0, evaluate.stderr
         assert re.search(r"^EER \d+\.\d\d% ", evaluate.stdout, re.M)
         assert len(scores.read_text().splitlines()) == 40
 
-    bad = subprocess.run(["bash", str(REPO / "runners" / "eval.sh"), str(checkpoint)], capture_output=True, text=True,
-                         env=env, timeout=60)
+    bad = subprocess.run(
+        ["bash", str(REPO / "runners" / "eval.sh"), str(checkpoint)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert bad.returncode == 2 and "usage:" in bad.stderr

@@ -65,7 +65,10 @@ def test_demo_profile_comes_after_the_file_and_before_set(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("loss:\n  num_cluster: 5\n", r"c\.yaml:2: unknown key 'loss\.num_cluster' \(did you mean 'loss\.num_clusters'\?\)"),
+        (
+            "loss:\n  num_cluster: 5\n",
+            r"c\.yaml:2: unknown key 'loss\.num_cluster' \(did you mean 'loss\.num_clusters'\?\)",
+        ),
         ("los:\n  alpha: 1\n", r"c\.yaml:2: unknown key 'los\.alpha' \(did you mean 'loss\.alpha'\?\)"),
         ("loss:\n  num_clusters: 0\n", r"c\.yaml:2: key 'loss\.num_clusters' is 0, but must be >= 1"),
         ("loss:\n  alpha: -1\n", r"key 'loss\.alpha' is -1\.0, but must be >= 0"),
@@ -73,7 +76,10 @@ def test_demo_profile_comes_after_the_file_and_before_set(tmp_path):
         ("loss:\n  num_clusters: ten\n", r"key 'loss\.num_clusters': expected an integer, got 'ten'"),
         ("loss:\n  num_clusters: 2.5\n", r"expected an integer, got 2\.5"),
         ("train:\n  bf16: 'yes'\n", r"key 'train\.bf16': expected true or false"),
-        ("model:\n  pooling: mena\n", r"key 'model\.pooling': unknown value 'mena', expected one of: mean, max, attention"),
+        (
+            "model:\n  pooling: mena\n",
+            r"key 'model\.pooling': unknown value 'mena', expected one of: mean, max, attention",
+        ),
         ("loss:\n  type: cluster\n", r"unknown value 'cluster', expected one of: cluster_only, combined, ce_only"),
         ("centers:\n  method: dbscan\n", r"expected one of: kmeans, online"),
         ("data:\n  corpus: asvspoof2017\n", r"key 'data\.corpus': unknown value 'asvspoof2017'"),
@@ -149,8 +155,15 @@ def test_overrides_do_not_mutate_the_input():
 def test_absolute_paths_resolves_relative_path_keys_only():
     from cbl.config import absolute_paths, apply_overrides
 
-    config = apply_overrides(ExperimentConfig(), {"data.root": "data/LA", "data.dev_protocol": "/abs/dev.txt",
-                                                  "train.feature_cache_dir": "~/cache", "model.ssl": "./my_xlsr"})
+    config = apply_overrides(
+        ExperimentConfig(),
+        {
+            "data.root": "data/LA",
+            "data.dev_protocol": "/abs/dev.txt",
+            "train.feature_cache_dir": "~/cache",
+            "model.ssl": "./my_xlsr",
+        },
+    )
     out = absolute_paths(config, "/work/here")
     assert out.data.root == "/work/here/data/LA" and out.data.dev_protocol == "/abs/dev.txt"
     assert out.train.feature_cache_dir == os.path.expanduser("~/cache") and out.model.ssl == "/work/here/my_xlsr"

@@ -134,8 +134,13 @@ def test_bonafide_counts_once_whether_batches_or_weights_balance_it(tmp_path: Pa
     data = DataConfig(max_len=100, balanced_sampling=balanced)
     weights = training_class_weights(records, data)
     assert weights.tolist() == ([1.0, 1.0] if balanced else pytest.approx([50 / 90, 50 / 10]))
-    labels = torch.cat([batch["label"] for epoch in range(20)
-                        for batch in make_train_loader(records, data, batch_size=25, seed=0, epoch=epoch)])
+    labels = torch.cat(
+        [
+            batch["label"]
+            for epoch in range(20)
+            for batch in make_train_loader(records, data, batch_size=25, seed=0, epoch=epoch)
+        ]
+    )
     bonafide, spoof = int((labels == 1).sum()), int((labels == 0).sum())
     effective = (bonafide * weights[1]) / (spoof * weights[0])
     assert effective.item() == pytest.approx(1.0, abs=0.15)

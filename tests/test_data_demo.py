@@ -33,7 +33,10 @@ def read(root: Path, split: str):  # type: ignore[no-untyped-def]
 
 def test_layout_matches_asvspoof2019_la(corpus: Path) -> None:
     assert sorted(p.name for p in corpus.iterdir()) == [
-        "ASVspoof2019_LA_cm_protocols", "ASVspoof2019_LA_dev", "ASVspoof2019_LA_eval", "ASVspoof2019_LA_train",
+        "ASVspoof2019_LA_cm_protocols",
+        "ASVspoof2019_LA_dev",
+        "ASVspoof2019_LA_eval",
+        "ASVspoof2019_LA_train",
     ]
     for split, (letter, _) in SPLITS.items():
         records = read(corpus, split)

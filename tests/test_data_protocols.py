@@ -112,8 +112,10 @@ def test_in_the_wild_requires_header(tmp_path: Path) -> None:
         read_in_the_wild(meta, tmp_path)
 
 
-@pytest.mark.parametrize("word,label", [("bonafide", 1), ("Bona-Fide", 1), ("genuine", 1), ("real", 1), ("1", 1),
-                                        ("spoof", 0), ("FAKE", 0), ("0", 0)])
+@pytest.mark.parametrize(
+    "word,label",
+    [("bonafide", 1), ("Bona-Fide", 1), ("genuine", 1), ("real", 1), ("1", 1), ("spoof", 0), ("FAKE", 0), ("0", 0)],
+)
 def test_folder_protocol_label_words(tmp_path: Path, word: str, label: int) -> None:
     write_audio(tmp_path / "a.wav")
     protocol = tmp_path / "list.txt"

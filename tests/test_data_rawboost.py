@@ -95,8 +95,9 @@ def test_a_cascade_peaks_at_its_drawn_gain() -> None:
 
 def test_a_band_clipped_at_zero_hz_does_not_boost() -> None:
     """Centre 20 Hz, width 1000 Hz: the lower edge is clipped to 1 mHz; two such bands unnormalised: ~+116 dB."""
-    clipped = dataclasses.replace(DEFAULTS, n_bands=2, min_f=20.0, max_f=20.0, min_bw=1000.0, max_bw=1000.0,
-                                  min_coeff=99, max_coeff=99)
+    clipped = dataclasses.replace(
+        DEFAULTS, n_bands=2, min_f=20.0, max_f=20.0, min_bw=1000.0, max_bw=1000.0, min_coeff=99, max_coeff=99
+    )
     bands = rawboost._band_stops(np.random.default_rng(0), 1, clipped, 16000)[0]
     unnormalised = np.prod(np.abs(np.fft.rfft(bands, 1 << 17, axis=-1)), axis=0).max()
     assert 20 * np.log10(unnormalised) > 100  # what the cascade would do to the signal without the peak rule
@@ -157,8 +158,9 @@ def test_lnl_linear_term_is_a_time_invariant_filter() -> None:
     linear = dataclasses.replace(DEFAULTS, n_f=1)
     x = 0.1 * np.random.default_rng(0).standard_normal(32000)
     y = lnl_convolutive_noise(x, np.random.default_rng(5), linear)
-    np.testing.assert_allclose(lnl_convolutive_noise(2 * x, np.random.default_rng(5), linear), 2 * y, rtol=1e-9,
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        lnl_convolutive_noise(2 * x, np.random.default_rng(5), linear), 2 * y, rtol=1e-9, atol=1e-12
+    )
     shifted = lnl_convolutive_noise(np.roll(x, 500), np.random.default_rng(5), linear)
     np.testing.assert_allclose(shifted[2000:-2000], np.roll(y, 500)[2000:-2000], atol=1e-4 * np.abs(y).max())
     z = lnl_convolutive_noise(x, np.random.default_rng(5))  # x**2 ... x**5 too: no longer homogeneous
@@ -172,8 +174,10 @@ def test_isd_hits_a_uniform_fraction_up_to_p_percent() -> None:
     fractions = [np.mean(isd_impulsive_noise(x, np.random.default_rng(s)) != x) for s in range(400)]
     assert min(fractions) >= 0 and max(fractions) <= 0.10
     assert stats.kstest(np.array(fractions) / 0.10, "uniform").pvalue > 0.01
-    smaller = [np.mean(isd_impulsive_noise(x, np.random.default_rng(s), dataclasses.replace(DEFAULTS, p=3.0)) != x)
-               for s in range(100)]
+    smaller = [
+        np.mean(isd_impulsive_noise(x, np.random.default_rng(s), dataclasses.replace(DEFAULTS, p=3.0)) != x)
+        for s in range(100)
+    ]
     assert max(smaller) <= 0.03 and np.mean(smaller) == pytest.approx(0.015, abs=0.003)
 
 
@@ -205,8 +209,9 @@ def test_ssi_snr_is_uniform_in_range() -> None:
     """20 log10(|x|_2 / |noise|_2) ~ U(SNRmin, SNRmax) = U(10, 40) dB, the noise added without any rescaling."""
     x = speechlike().astype(np.float64)
     energy = np.sum(x**2)
-    snrs = np.array([10 * np.log10(energy / np.sum((ssi_coloured_noise(x, np.random.default_rng(s)) - x) ** 2))
-                     for s in range(200)])
+    snrs = np.array(
+        [10 * np.log10(energy / np.sum((ssi_coloured_noise(x, np.random.default_rng(s)) - x) ** 2)) for s in range(200)]
+    )
     assert snrs.min() >= 10 - 1e-6 and snrs.max() <= 40 + 1e-6
     assert stats.kstest((snrs - 10) / 30, "uniform").pvalue > 0.01
 

@@ -79,10 +79,14 @@ def test_asvspoof2021_eval_from_keys_train_from_2019(tmp_path: Path, track: str)
     make_2019(tmp_path)
     upper = track.upper()
     rows = {
-        "la": ["LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval",
-               "LA_0009 LA_E_1000001 none - bonafide bonafide notrim eval"],
-        "df": ["LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim eval traditional_vocoder - - - -",
-               "LA_0023 DF_E_2000012 nocodec vcc2020 bonafide bonafide notrim eval - - - - -"],
+        "la": [
+            "LA_0009 LA_E_9332881 alaw ita_tx A07 spoof notrim eval",
+            "LA_0009 LA_E_1000001 none - bonafide bonafide notrim eval",
+        ],
+        "df": [
+            "LA_0023 DF_E_2000011 nocodec asvspoof A14 spoof notrim eval traditional_vocoder - - - -",
+            "LA_0023 DF_E_2000012 nocodec vcc2020 bonafide bonafide notrim eval - - - - -",
+        ],
     }[track]
     key = tmp_path / "keys" / upper / "CM" / "trial_metadata.txt"
     key.parent.mkdir(parents=True)

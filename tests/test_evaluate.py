@@ -89,11 +89,13 @@ def test_evaluate_prints_the_eer_of_its_score_file(run, checkpoint, tmp_path):
 
 
 def _write_2019_protocol(path: Path, records, bonafide_ids: set[str]) -> None:
-    path.write_text("".join(
-        f"{r.speaker} {r.utt_id} - {'-' if r.utt_id in bonafide_ids else r.attack if r.attack != '-' else 'A01'} "
-        f"{'bonafide' if r.utt_id in bonafide_ids else 'spoof'}\n"
-        for r in records
-    ))
+    path.write_text(
+        "".join(
+            f"{r.speaker} {r.utt_id} - {'-' if r.utt_id in bonafide_ids else r.attack if r.attack != '-' else 'A01'} "
+            f"{'bonafide' if r.utt_id in bonafide_ids else 'spoof'}\n"
+            for r in records
+        )
+    )
 
 
 def test_evaluate_a_2021_la_key_prints_codec_conditions_and_both_min_tdcf_forms(run, checkpoint, tmp_path):
@@ -102,25 +104,47 @@ def test_evaluate_a_2021_la_key_prints_codec_conditions_and_both_min_tdcf_forms(
     records = load_split(run[0].data, "eval")
     channels = [("none", "none"), ("alaw", "ita_tx"), ("gsm", "loc_tx")]
     key = tmp_path / "trial_metadata.txt"
-    key.write_text("".join(
-        f"{r.speaker} {r.utt_id} {channels[i % 3][0]} {channels[i % 3][1]} {'-' if r.label else r.attack} "
-        f"{'bonafide' if r.label else 'spoof'} notrim eval\n" for i, r in enumerate(records)))
+    key.write_text(
+        "".join(
+            f"{r.speaker} {r.utt_id} {channels[i % 3][0]} {channels[i % 3][1]} {'-' if r.label else r.attack} "
+            f"{'bonafide' if r.label else 'spoof'} notrim eval\n"
+            for i, r in enumerate(records)
+        )
+    )
     attacks = sorted({r.attack for r in records if r.label == 0})
     asv = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"  # the 2019 format: SOURCE KEY SCORE
-    asv.write_text("".join(f"bonafide target {3 + i / 10}\nbonafide nontarget {i / 10 - 2}\n" for i in range(10))
-                   + "".join(f"{a} spoof {1.5 - j}\n" for a in attacks for j in range(3)))
+    asv.write_text(
+        "".join(f"bonafide target {3 + i / 10}\nbonafide nontarget {i / 10 - 2}\n" for i in range(10))
+        + "".join(f"{a} spoof {1.5 - j}\n" for a in attacks for j in range(3))
+    )
     out = tmp_path / "scores.txt"
-    result = CliRunner().invoke(cli, ["evaluate", str(checkpoint), "--protocol", str(key), "--audio-dir",
-                                      str(Path(records[0].path).parent), "--corpus", "asvspoof2021_la",
-                                      "--asv-scores", str(asv), "--out", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "evaluate",
+            str(checkpoint),
+            "--protocol",
+            str(key),
+            "--audio-dir",
+            str(Path(records[0].path).parent),
+            "--corpus",
+            "asvspoof2021_la",
+            "--asv-scores",
+            str(asv),
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     scores = read_scores(out)
     bonafide = [scores[r.utt_id] for r in records if r.label == 1]
     spoof = [scores[r.utt_id] for r in records if r.label == 0]
     rates = read_asv_scores(asv).rates()
     line = next(line for line in result.stdout.splitlines() if line.startswith("min t-DCF "))
-    assert line == (f"min t-DCF {min_tdcf_2019(bonafide, spoof, rates)[0]:.4f} (ASVspoof 2019 form), "
-                    f"{min_tdcf_2021(bonafide, spoof, rates)[0]:.4f} (ASVspoof 2021 form)")
+    assert line == (
+        f"min t-DCF {min_tdcf_2019(bonafide, spoof, rates)[0]:.4f} (ASVspoof 2019 form), "
+        f"{min_tdcf_2021(bonafide, spoof, rates)[0]:.4f} (ASVspoof 2021 form)"
+    )
     assert re.search(r"^attack\s+bonafide\s+spoof\s+EER \(%\)\s+min t-DCF \(2021\)$", result.stdout, re.M)
     for attack in [*attacks, "pooled"]:
         assert re.search(rf"^{attack}\s+\d+\s+\d+\s+\d+\.\d{{3}}\s+\d\.\d{{4}}$", result.stdout, re.M), attack
@@ -143,10 +167,21 @@ def test_evaluate_protocol_warns_when_labels_look_swapped(run, checkpoint, tmp_p
     for name, bonafide_ids in cases.items():
         protocol = tmp_path / f"{name}.trl"
         _write_2019_protocol(protocol, records, bonafide_ids)
-        result = CliRunner().invoke(cli, [
-            "evaluate", str(checkpoint), "--protocol", str(protocol), "--audio-dir", str(audio_dir),
-            "--corpus", "asvspoof2019_la", "--out", str(tmp_path / f"{name}-scores.txt"),
-        ])
+        result = CliRunner().invoke(
+            cli,
+            [
+                "evaluate",
+                str(checkpoint),
+                "--protocol",
+                str(protocol),
+                "--audio-dir",
+                str(audio_dir),
+                "--corpus",
+                "asvspoof2019_la",
+                "--out",
+                str(tmp_path / f"{name}-scores.txt"),
+            ],
+        )
         assert result.exit_code == 0, result.output
         assert read_scores(tmp_path / f"{name}-scores.txt") == scores
         warned = "warning: negated scores give a lower EER" in result.stderr
@@ -262,8 +297,13 @@ def test_score_prints_one_decision_per_file_and_writes_a_tsv(run, checkpoint, tm
     tsv = tmp_path / "scores.tsv"
     result = CliRunner().invoke(cli, ["score", str(checkpoint), str(records[0].path), str(folder), "--out", str(tsv)])
     assert result.exit_code == 0, result.output
-    threshold = float(re.search(r"\(threshold (\S+) = dev EER threshold of epoch \d; bonafide when the score is "
-                                r"above it\)", result.stderr).group(1))
+    threshold = float(
+        re.search(
+            r"\(threshold (\S+) = dev EER threshold of epoch \d; bonafide when the score is "
+            r"above it\)",
+            result.stderr,
+        ).group(1)
+    )
     lines = result.stdout.splitlines()
     assert [Path(line.split("\t")[0]) for line in lines] == [Path(records[0].path), *sorted(files)]
     for line in lines:

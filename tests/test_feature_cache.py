@@ -20,20 +20,20 @@ from cbl.cli import cli
 from cbl.config import DataConfig, resolve_config
 from cbl.data import TrainDataset, load_split
 from cbl.engine import fit, load_checkpoint, read_history
-from cbl.engine.feature_cache import (
-    FeatureDataset,
-    collate_features,
-    describe_cache,
-    frontend_fingerprint,
-    open_or_build,
-)
+from cbl.engine.feature_build import open_or_build
+from cbl.engine.feature_cache import FeatureDataset, cache_key, collate_features, describe_cache, frontend_fingerprint
 from cbl.errors import ConfigError
 from cbl.model import build_model
 
 from tiny import TINY, as_set_args
 
-HEAD_ONLY = ("model.freeze_ssl=true", "data.train_crop=fixed", "data.demo_seconds=1.0", "centers.refresh_every=1",
-             "train.epochs=2")
+HEAD_ONLY = (
+    "model.freeze_ssl=true",
+    "data.train_crop=fixed",
+    "data.demo_seconds=1.0",
+    "centers.refresh_every=1",
+    "train.epochs=2",
+)
 
 
 def head_config(*sets: str):
@@ -140,17 +140,28 @@ def test_collate_pads_and_masks_frames():
     assert collate_features(items[:1])["frame_mask"] is None
 
 
-@pytest.mark.parametrize("sets, needs", [
-    (("model.freeze_ssl=false",), "model.freeze_ssl=true"),
-    (("data.train_crop=random",), "data.train_crop=fixed"),
-    (("data.rawboost_algo=3",), "data.rawboost_algo=0"),
-])
+@pytest.mark.parametrize(
+    "sets, needs",
+    [
+        (("model.freeze_ssl=false",), "model.freeze_ssl=true"),
+        (("data.train_crop=random",), "data.train_crop=fixed"),
+        (("data.rawboost_algo=3",), "data.rawboost_algo=0"),
+    ],
+)
 def test_cache_refuses_configs_it_cannot_serve(tmp_path, sets, needs):
     with pytest.raises(ConfigError, match=needs.replace(".", r"\.")):
         fit(head_config("train.feature_cache=true", *sets), None, tmp_path / "r")
     assert not (tmp_path / "r").exists()  # refused before anything was written
-    result = CliRunner().invoke(cli, ["train", "--demo", *as_set_args((*TINY, *HEAD_ONLY, "train.feature_cache=true",
-                                                                       *sets)), "--out", str(tmp_path / "c")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--demo",
+            *as_set_args((*TINY, *HEAD_ONLY, "train.feature_cache=true", *sets)),
+            "--out",
+            str(tmp_path / "c"),
+        ],
+    )
     assert result.exit_code == 2 and needs in result.output and "Traceback" not in result.output
 
 
@@ -202,8 +213,9 @@ def test_a_head_only_sweep_shares_one_cache(ray_session, tmp_path):
     space = tmp_path / "heads.yaml"
     space.write_text(HEAD_SWEEP)
     sets = [*TINY, "data.demo_seconds=1.0", "train.epochs=2", "centers.refresh_every=1"]
-    result = CliRunner().invoke(cli, ["run", str(space), "--demo", "--storage", str(tmp_path / "runs"),
-                                      *as_set_args(sets)])
+    result = CliRunner().invoke(
+        cli, ["run", str(space), "--demo", "--storage", str(tmp_path / "runs"), *as_set_args(sets)]
+    )
     assert result.exit_code == 0, result.output
     experiment = tmp_path / "runs" / "heads"
     assert f"feature cache {experiment / 'feature_cache'}: dev " in result.output  # the size, after the table
@@ -212,21 +224,42 @@ def test_a_head_only_sweep_shares_one_cache(ray_session, tmp_path):
     assert [e.split("-")[0] for e in _entries(experiment / "feature_cache")] == ["dev", "train"]
     # one trial, trained again from audio alone, reaches the same dev EER every epoch
     trial = next(t for t in trials if t.params == {"model.pooling": "max", "loss.type": "cluster_only"})
-    config = resolve_config(None, [*sets, *HEAD_ONLY[:2], "model.pooling=max", "loss.type=cluster_only",
-                                   "train.epochs=2", "data.demo_seconds=1.0"], demo=True)
+    config = resolve_config(
+        None,
+        [
+            *sets,
+            *HEAD_ONLY[:2],
+            "model.pooling=max",
+            "loss.type=cluster_only",
+            "train.epochs=2",
+            "data.demo_seconds=1.0",
+        ],
+        demo=True,
+    )
     fit(config, None, tmp_path / "audio")
     assert [m["dev_eer"] for m in read_history(trial.path)] == pytest.approx(
-        [m["dev_eer"] for m in read_history(tmp_path / "audio")], abs=1e-9)
+        [m["dev_eer"] for m in read_history(tmp_path / "audio")], abs=1e-9
+    )
     status = CliRunner().invoke(cli, ["status", str(experiment)])
     assert status.exit_code == 0 and f"feature cache {experiment / 'feature_cache'}: " in status.output
     assert re.search(r"dev \d+\.\d MB \(40 utterances, last\), train \d+\.\d MB .*MB in all", status.output)
 
 
 def test_train_reports_the_cache_size(tmp_path):
-    result = CliRunner().invoke(cli, ["train", "--demo", *as_set_args((*TINY, *HEAD_ONLY, "train.feature_cache=true",
-                                                                       "train.epochs=1")), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            "--demo",
+            *as_set_args((*TINY, *HEAD_ONLY, "train.feature_cache=true", "train.epochs=1")),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert re.search(rf"feature cache {re.escape(str(tmp_path / 'r' / 'feature_cache'))}: dev \d+\.\d MB", result.output)
+    assert re.search(
+        rf"feature cache {re.escape(str(tmp_path / 'r' / 'feature_cache'))}: dev \d+\.\d MB", result.output
+    )
 
 
 @pytest.mark.ray
@@ -238,8 +271,9 @@ def test_relative_paths_in_a_sweep_mean_where_the_command_ran(ray_session, tmp_p
     space.write_text(HEAD_SWEEP.replace("loss.type: {grid: [cluster_only, ce_only]}", "loss.type: {grid: [ce_only]}"))
     monkeypatch.chdir(tmp_path)
     sets = [*TINY, "data.demo_seconds=1.0", "train.epochs=1", "train.feature_cache_dir=shared"]
-    result = CliRunner().invoke(cli, ["run", "heads.yaml", "--demo", "--storage", "runs", "--no-final-eval",
-                                      *as_set_args(sets)])
+    result = CliRunner().invoke(
+        cli, ["run", "heads.yaml", "--demo", "--storage", "runs", "--no-final-eval", *as_set_args(sets)]
+    )
     assert result.exit_code == 0, result.output
     trials = read_trials(tmp_path / "runs" / "heads")
     assert len(trials) == 2 and {t.state for t in trials} == {"finished"}
@@ -276,6 +310,7 @@ def test_a_dead_builders_temporary_folder_is_removed(tmp_path, dev_setup):
 
 def test_a_full_disk_while_building_is_an_oserror_naming_the_file(tmp_path, dev_setup, monkeypatch):
     """Disk blocks are reserved before the memmap is written: ENOSPC, not a SIGBUS, and nothing left behind."""
+
     def full(fd, offset, length):
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -299,7 +334,7 @@ def test_a_filesystem_without_locks_still_builds(tmp_path, dev_setup, monkeypatc
 
 
 def test_losing_the_rename_race_to_another_node_reads_its_entry(tmp_path, dev_setup, monkeypatch):
-    import cbl.engine.feature_cache as fc
+    import cbl.engine.feature_build as fc
 
     real_replace = os.replace
 
@@ -314,12 +349,10 @@ def test_losing_the_rename_race_to_another_node_reads_its_entry(tmp_path, dev_se
 
 
 def test_the_key_holds_precision_and_the_dev_batch_size(dev_setup):
-    from cbl.engine.feature_cache import _key
-
     config, records, _, fingerprint = dev_setup
-    cpu = _key("dev", records, config, fingerprint, torch.device("cpu"))
+    cpu = cache_key("dev", records, config, fingerprint, torch.device("cpu"))
     assert cpu["precision"] == "float32" and cpu["batch"] == config.train.eval_batch_size
-    assert _key("dev", records, config, fingerprint, torch.device("cuda"))["precision"] == "bf16-autocast"
+    assert cache_key("dev", records, config, fingerprint, torch.device("cuda"))["precision"] == "bf16-autocast"
 
 
 def test_rawboost_copies_give_the_same_run_as_audio(tmp_path):
@@ -328,7 +361,8 @@ def test_rawboost_copies_give_the_same_run_as_audio(tmp_path):
     fit(head_config(*sets), None, tmp_path / "plain")
     fit(head_config(*sets, "train.feature_cache=true"), None, tmp_path / "cached")
     assert [m["dev_eer"] for m in read_history(tmp_path / "cached")] == pytest.approx(
-        [m["dev_eer"] for m in read_history(tmp_path / "plain")], abs=1e-9)
+        [m["dev_eer"] for m in read_history(tmp_path / "plain")], abs=1e-9
+    )
     a, _ = load_checkpoint(tmp_path / "plain" / "checkpoints" / "last.pt")
     b, _ = load_checkpoint(tmp_path / "cached" / "checkpoints" / "last.pt")
     for name, tensor in a["model"].items():

@@ -23,15 +23,23 @@ from cbl.model.families import FAMILIES, SMALL, build_config, save_random
 torch.set_num_threads(1)
 
 # the class transformers' AutoModel must build for each family (what the checkpoint's model_type names)
-CLASSES = {"xls-r-300m": "Wav2Vec2Model", "wav2vec2-base": "Wav2Vec2Model", "hubert-base": "HubertModel",
-           "wavlm-base": "WavLMModel", "wavlm-large": "WavLMModel", "data2vec-audio-base": "Data2VecAudioModel"}
+CLASSES = {
+    "xls-r-300m": "Wav2Vec2Model",
+    "wav2vec2-base": "Wav2Vec2Model",
+    "hubert-base": "HubertModel",
+    "wavlm-base": "WavLMModel",
+    "wavlm-large": "WavLMModel",
+    "data2vec-audio-base": "Data2VecAudioModel",
+}
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {name: save_random(family, root / name, seed=index, **SMALL)
-            for index, (name, family) in enumerate(FAMILIES.items())}
+    return {
+        name: save_random(family, root / name, seed=index, **SMALL)
+        for index, (name, family) in enumerate(FAMILIES.items())
+    }
 
 
 def waveform(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
@@ -42,8 +50,12 @@ def waveform(batch: int, samples: int, seed: int = 0) -> torch.Tensor:
 def test_family_facts_are_the_published_layouts() -> None:
     """The flags that decide what cbl must do differently, as the checkpoints publish them."""
     xlsr = build_config(FAMILIES["xls-r-300m"])
-    assert (xlsr.feat_extract_norm, xlsr.do_stable_layer_norm, xlsr.layerdrop, xlsr.mask_time_prob) == \
-        ("layer", True, 0.1, 0.075)
+    assert (xlsr.feat_extract_norm, xlsr.do_stable_layer_norm, xlsr.layerdrop, xlsr.mask_time_prob) == (
+        "layer",
+        True,
+        0.1,
+        0.075,
+    )
     assert (xlsr.hidden_size, xlsr.num_hidden_layers, xlsr.num_attention_heads) == (1024, 24, 16)
     base = build_config(FAMILIES["wav2vec2-base"])
     assert (base.feat_extract_norm, base.do_stable_layer_norm) == ("group", False)
@@ -51,8 +63,12 @@ def test_family_facts_are_the_published_layouts() -> None:
     large = build_config(FAMILIES["wavlm-large"])
     assert (large.feat_extract_norm, large.do_stable_layer_norm, large.num_buckets) == ("layer", True, 320)
     small = build_config(FAMILIES["wavlm-large"], **SMALL)
-    assert (small.hidden_size, small.num_hidden_layers, small.do_stable_layer_norm, small.layerdrop) == \
-        (32, 3, True, 0.1)
+    assert (small.hidden_size, small.num_hidden_layers, small.do_stable_layer_norm, small.layerdrop) == (
+        32,
+        3,
+        True,
+        0.1,
+    )
 
 
 # --------------------------------------------------------------------------- 1. one loading path
@@ -78,9 +94,13 @@ def test_a_model_that_is_not_a_speech_encoder_is_one_line_naming_its_type(tmp_pa
     from transformers import BertConfig
 
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64).save_pretrained(
-        tmp_path / "bert")
-    with pytest.raises(CblError, match=r"is a 'bert' model, not a speech SSL encoder cbl can fine-tune \(supported "
-                                       r"model types: wav2vec2, hubert, wavlm, data2vec-audio\)$"):
+        tmp_path / "bert"
+    )
+    with pytest.raises(
+        CblError,
+        match=r"is a 'bert' model, not a speech SSL encoder cbl can fine-tune \(supported "
+        r"model types: wav2vec2, hubert, wavlm, data2vec-audio\)$",
+    ):
         build_model(ModelConfig(ssl=str(tmp_path / "bert")))
 
 
@@ -89,8 +109,11 @@ def test_missing_weights_are_named_in_one_warning(tmp_path, caplog) -> None:
 
     folder = save_random(FAMILIES["xls-r-300m"], tmp_path / "xlsr", **SMALL)
     weights = load_file(folder / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if "encoder.layers.2." not in k}, folder / "model.safetensors",
-              metadata={"format": "pt"})
+    save_file(
+        {k: v for k, v in weights.items() if "encoder.layers.2." not in k},
+        folder / "model.safetensors",
+        metadata={"format": "pt"},
+    )
     with caplog.at_level(logging.WARNING, logger="cbl.model.loading"):
         SSLFrontEnd(str(folder))
     warnings = [r.getMessage() for r in caplog.records if "start random" in r.getMessage()]
@@ -104,8 +127,12 @@ def test_cbl_settings_replace_the_checkpoints_layerdrop_and_specaugment(folders)
     assert not default.ssl.config.apply_spec_augment
     chosen = SSLFrontEnd(str(folders["xls-r-300m"]), layerdrop=0.1, mask_time_prob=0.075, mask_feature_prob=0.01)
     config = chosen.ssl.config
-    assert (config.layerdrop, config.mask_time_prob, config.mask_feature_prob, config.apply_spec_augment) == \
-        (0.1, 0.075, 0.01, True)
+    assert (config.layerdrop, config.mask_time_prob, config.mask_feature_prob, config.apply_spec_augment) == (
+        0.1,
+        0.075,
+        0.01,
+        True,
+    )
     assert hasattr(chosen.ssl, "masked_spec_embed")  # SpecAugment's learnt mask vector exists to be trained
 
 
@@ -115,12 +142,18 @@ def test_tiny_keeps_no_layerdrop_no_masking_and_no_dropout() -> None:
     assert (config.hidden_dropout, config.attention_dropout, config.activation_dropout) == (0.0, 0.0, 0.0)
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("model.layerdrop", 1.5, "key 'model.layerdrop' is 1.5, but must be <= 1.0"),
-    ("model.mask_time_prob", -0.1, "key 'model.mask_time_prob' is -0.1, but must be >= 0"),
-    ("model.normalize_input", "yes", ("key 'model.normalize_input': unknown value 'yes', expected one of: "
-                                      "auto, true, false")),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.layerdrop", 1.5, "key 'model.layerdrop' is 1.5, but must be <= 1.0"),
+        ("model.mask_time_prob", -0.1, "key 'model.mask_time_prob' is -0.1, but must be >= 0"),
+        (
+            "model.normalize_input",
+            "yes",
+            ("key 'model.normalize_input': unknown value 'yes', expected one of: auto, true, false"),
+        ),
+    ],
+)
 def test_fine_tuning_keys_are_validated(key, value, message) -> None:
     with pytest.raises(ConfigError, match=message):
         apply_overrides(ExperimentConfig(), {key: value})
@@ -144,6 +177,7 @@ class LayerProbe:
         def record(_module, args, output):
             self.inputs[position] = args[0].detach().clone()
             self.outputs[position] = (output[0] if isinstance(output, tuple) else output).detach().clone()
+
         return record
 
     def clear(self) -> None:
@@ -202,8 +236,9 @@ def test_index_matches_transformers_hidden_states_when_nothing_is_skipped(folder
     """In eval mode (no LayerDrop) hidden state k is transformers' hidden_states[k], for pre- and post-LN."""
     for name in ("xls-r-300m", "wav2vec2-base"):
         for index in range(4):
-            frontend = SSLFrontEnd(str(folders[name]), layer_mode="index", layer_index=index,
-                                   normalize_input="false").eval()
+            frontend = SSLFrontEnd(
+                str(folders[name]), layer_mode="index", layer_index=index, normalize_input="false"
+            ).eval()
             with torch.no_grad():
                 ours, _ = frontend.hidden(waveform(1, 6000))
                 theirs = frontend.ssl(waveform(1, 6000), output_hidden_states=True)
@@ -229,8 +264,10 @@ def test_layerdrop_zero_runs_every_layer_in_train_mode(folders) -> None:
 def test_normalisation_is_the_feature_extractors_with_padding_excluded() -> None:
     from transformers import Wav2Vec2FeatureExtractor
 
-    signals = [np.random.default_rng(1).normal(0.3, 0.2, 5000).astype(np.float32),
-               np.random.default_rng(2).normal(-0.1, 0.05, 3000).astype(np.float32)]
+    signals = [
+        np.random.default_rng(1).normal(0.3, 0.2, 5000).astype(np.float32),
+        np.random.default_rng(2).normal(-0.1, 0.05, 3000).astype(np.float32),
+    ]
     extractor = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
     reference = extractor(signals, sampling_rate=16000, padding=True, return_tensors="np")
     audio = torch.zeros(2, 5000)
@@ -242,13 +279,16 @@ def test_normalisation_is_the_feature_extractors_with_padding_excluded() -> None
     np.testing.assert_allclose(normalize_waveform(audio[:1]).numpy(), reference["input_values"][:1], atol=1e-5)
 
 
-@pytest.mark.parametrize("name, setting, expected", [
-    ("xls-r-300m", "auto", True),  # its preprocessor_config.json says do_normalize: true
-    ("wav2vec2-base", "auto", False),  # do_normalize: false
-    ("hubert-base", "auto", False),  # saved without a preprocessor config: not normalised (and a warning)
-    ("hubert-base", "true", True),
-    ("xls-r-300m", "false", False),
-])
+@pytest.mark.parametrize(
+    "name, setting, expected",
+    [
+        ("xls-r-300m", "auto", True),  # its preprocessor_config.json says do_normalize: true
+        ("wav2vec2-base", "auto", False),  # do_normalize: false
+        ("hubert-base", "auto", False),  # saved without a preprocessor config: not normalised (and a warning)
+        ("hubert-base", "true", True),
+        ("xls-r-300m", "false", False),
+    ],
+)
 def test_normalize_input_follows_the_checkpoint_unless_configured(folders, name, setting, expected) -> None:
     assert SSLFrontEnd(str(folders[name]), normalize_input=setting).normalize_input is expected
 
@@ -277,17 +317,27 @@ def test_a_normalising_front_end_ignores_the_input_gain(folders) -> None:
 def test_normalisation_is_part_of_the_feature_cache_key(tmp_path, folders) -> None:
     from cbl.config import resolve_config
     from cbl.data import load_split
-    from cbl.engine.feature_cache import frontend_fingerprint, open_or_build
+    from cbl.engine.feature_build import open_or_build
+    from cbl.engine.feature_cache import frontend_fingerprint
 
     entries = []
     for setting in ("true", "false"):
-        config = resolve_config(None, ["data.demo_utterances=20", "data.demo_seconds=0.5", "model.freeze_ssl=true",
-                                       f"model.ssl={folders['xls-r-300m']}", f"model.normalize_input={setting}"],
-                                demo=True)
+        config = resolve_config(
+            None,
+            [
+                "data.demo_utterances=20",
+                "data.demo_seconds=0.5",
+                "model.freeze_ssl=true",
+                f"model.ssl={folders['xls-r-300m']}",
+                f"model.normalize_input={setting}",
+            ],
+            demo=True,
+        )
         records = load_split(config.data, "dev")[:4]
         model = build_model(config.model)
-        entry = open_or_build(tmp_path, "dev", records, config, model, torch.device("cpu"),
-                              frontend_fingerprint(model.frontend))
+        entry = open_or_build(
+            tmp_path, "dev", records, config, model, torch.device("cpu"), frontend_fingerprint(model.frontend)
+        )
         entries.append(entry)
         assert json.loads((entry.path / "meta.json").read_text())["normalize_input"] is (setting == "true")
     assert entries[0].path != entries[1].path
@@ -341,12 +391,21 @@ def family_config(corpus, folder, family, **extra):
     from cbl.config import config_from_dict
 
     values = {
-        "data.corpus": "folder", "data.root": str(corpus), "data.max_len": 8000,
+        "data.corpus": "folder",
+        "data.root": str(corpus),
+        "data.max_len": 8000,
         **{f"data.{split}_protocol": str(corpus / f"{split}.txt") for split in ("train", "dev", "eval")},
-        "model.ssl": str(folder), "model.embedding_dim": 8, "model.layer_mode": "weighted",
-        "model.layerdrop": family.config["layerdrop"], "model.mask_time_prob": family.config["mask_time_prob"],
-        "loss.num_clusters": 2, "train.epochs": 1, "train.batch_size": 4, "train.eval_batch_size": 8,
-        "train.num_threads": 1, "optim.lr": 1.0e-4,
+        "model.ssl": str(folder),
+        "model.embedding_dim": 8,
+        "model.layer_mode": "weighted",
+        "model.layerdrop": family.config["layerdrop"],
+        "model.mask_time_prob": family.config["mask_time_prob"],
+        "loss.num_clusters": 2,
+        "train.epochs": 1,
+        "train.batch_size": 4,
+        "train.eval_batch_size": 8,
+        "train.num_threads": 1,
+        "optim.lr": 1.0e-4,
     }
     values.update(extra)
     return config_from_dict(values)
@@ -375,14 +434,18 @@ def test_each_family_trains_in_train_mode_with_its_layerdrop_and_specaugment(tra
     history = read_history(result.run_dir)
     assert len(history) == 1 and np.isfinite(history[0]["dev_eer"]) and np.isfinite(history[0]["train_loss"])
     payload, config = load_checkpoint(result.best_checkpoint)
-    assert (config.model.layerdrop, config.model.mask_time_prob) == \
-        (FAMILIES[name].config["layerdrop"], FAMILIES[name].config["mask_time_prob"])
+    assert (config.model.layerdrop, config.model.mask_time_prob) == (
+        FAMILIES[name].config["layerdrop"],
+        FAMILIES[name].config["mask_time_prob"],
+    )
     state = payload["model"]
     original = load_file(folders[name] / "model.safetensors")
     # SpecAugment ran: its mask vector got gradients (it gets none unless frames were masked)
     assert not torch.equal(state["frontend.ssl.masked_spec_embed"], original["masked_spec_embed"])
-    assert not torch.equal(state["frontend.ssl.encoder.layers.0.feed_forward.output_dense.weight"],
-                           original["encoder.layers.0.feed_forward.output_dense.weight"])
+    assert not torch.equal(
+        state["frontend.ssl.encoder.layers.0.feed_forward.output_dense.weight"],
+        original["encoder.layers.0.feed_forward.output_dense.weight"],
+    )
     assert state["frontend.layer_weights"].shape == (SMALL["num_hidden_layers"] + 1,)
 
 
@@ -390,8 +453,7 @@ def _scores(model, records, config, batch_size):
     from cbl.data import make_eval_loader
     from cbl.engine import embed
 
-    outputs = embed(model, make_eval_loader(records, config.data, batch_size=batch_size), config,
-                     torch.device("cpu"))
+    outputs = embed(model, make_eval_loader(records, config.data, batch_size=batch_size), config, torch.device("cpu"))
     by_id = dict(zip(outputs["utt_id"], outputs["embedding"], strict=True))
     return torch.stack([by_id[r.utt_id] for r in records])
 
@@ -449,8 +511,9 @@ def test_score_and_evaluate_print_results_only_on_stdout(trained, corpus, tmp_pa
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "cbl", *args], capture_output=True, text=True, env=env,
-                              timeout=300, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "cbl", *args], capture_output=True, text=True, env=env, timeout=300, check=False
+        )
         assert done.returncode == 0, done.stderr
         for stream in (done.stdout, done.stderr):
             assert "Loading weights" not in stream and "LOAD REPORT" not in stream and "it/s]" not in stream

@@ -65,12 +65,19 @@ def test_a_ten_minute_file_is_scored_within_bounded_memory(tmp_path):
     long = tmp_path / "long.flac"
     rng = np.random.default_rng(0)
     sf.write(long, (0.1 * rng.standard_normal(16000 * 600)).astype(np.float32), 16000, subtype="PCM_16")
-    script = ("import resource, sys; from cbl.cli import main; code = 0\n"
-              "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
-              "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)")
+    script = (
+        "import resource, sys; from cbl.cli import main; code = 0\n"
+        "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+        "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(code)"
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", script, "score", str(tmp_path / "run" / "checkpoints" / "best.pt"),
-                             str(long)], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", script, "score", str(tmp_path / "run" / "checkpoints" / "best.pt"), str(long)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     line = next(out for out in result.stdout.splitlines() if out.startswith(str(long)) or "long.flac" in out)
     assert np.isfinite(float(line.split()[1]))

@@ -113,17 +113,29 @@ def test_cached_file_private_flags() -> None:
     parameters = inspect.signature(cached_files).parameters
     assert "_raise_exceptions_for_missing_entries" in parameters
     assert "_raise_exceptions_for_connection_errors" in parameters
-    assert cached_file("facebook/not-a-cached-repo", "preprocessor_config.json",
-                       _raise_exceptions_for_missing_entries=False,
-                       _raise_exceptions_for_connection_errors=False) is None
+    assert (
+        cached_file(
+            "facebook/not-a-cached-repo",
+            "preprocessor_config.json",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
+        is None
+    )
 
 
 def test_logging_switches_for_quiet_loading() -> None:
     """cbl.model.ssl.quiet_transformers."""
     from transformers.utils import logging as hf_logging
 
-    for name in ("get_verbosity", "set_verbosity", "set_verbosity_error", "is_progress_bar_enabled",
-                 "disable_progress_bar", "enable_progress_bar"):
+    for name in (
+        "get_verbosity",
+        "set_verbosity",
+        "set_verbosity_error",
+        "is_progress_bar_enabled",
+        "disable_progress_bar",
+        "enable_progress_bar",
+    ):
         assert callable(getattr(hf_logging, name)), name
 
 
@@ -174,8 +186,14 @@ def test_asha_private_state() -> None:
     assert [milestone for milestone, _ in bracket._rungs] == [9, 3, 1]
 
 
-@pytest.mark.parametrize("variable", ["TUNE_GLOBAL_CHECKPOINT_S", "TUNE_DISABLE_STRICT_METRIC_CHECKING",
-                                      "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"])
+@pytest.mark.parametrize(
+    "variable",
+    [
+        "TUNE_GLOBAL_CHECKPOINT_S",
+        "TUNE_DISABLE_STRICT_METRIC_CHECKING",
+        "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S",
+    ],
+)
 def test_ray_tune_environment_knobs_are_still_read(variable) -> None:
     """cbl.sweep.ray_env.QUIET_RAY_ENV: a resume relies on TUNE_GLOBAL_CHECKPOINT_S (snapshots every 2 s)."""
     import ray.tune

@@ -14,13 +14,24 @@ from cbl.errors import ProtocolError
 from cbl.sweep.space import SearchSpace, parse_search_space
 
 KEYS = sorted(flat_keys())
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
-                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                      max_leaves=6)
-keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=16),
-                 st.sampled_from(KEYS).map(lambda k: k + "x"), st.sampled_from(["data", "loss", "model"]))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=6,
+)
+keys = st.one_of(
+    st.sampled_from(KEYS),
+    st.text(max_size=16),
+    st.sampled_from(KEYS).map(lambda k: k + "x"),
+    st.sampled_from(["data", "loss", "model"]),
+)
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -41,8 +52,12 @@ distribution = st.one_of(
     st.fixed_dictionaries({"uniform": st.lists(scalars, max_size=3)}),
     st.fixed_dictionaries({"loguniform": st.lists(st.floats(-1, 1), max_size=3)}),
     st.fixed_dictionaries({"int": st.lists(st.integers(-3, 30), max_size=3)}),
-    st.fixed_dictionaries({"choice": st.lists(scalars, min_size=1, max_size=3),
-                           "when": st.dictionaries(st.sampled_from(KEYS), st.lists(scalars, max_size=2), max_size=2)}),
+    st.fixed_dictionaries(
+        {
+            "choice": st.lists(scalars, min_size=1, max_size=3),
+            "when": st.dictionaries(st.sampled_from(KEYS), st.lists(scalars, max_size=2), max_size=2),
+        }
+    ),
     values,
 )
 space_files = st.fixed_dictionaries(
@@ -53,10 +68,16 @@ space_files = st.fixed_dictionaries(
         "mode": st.sampled_from(["min", "max", "up"]),
         "fixed": st.dictionaries(keys, values, max_size=3),
         "space": st.dictionaries(keys, distribution, max_size=4),
-        "search": st.dictionaries(st.sampled_from(["algorithm", "num_samples", "seed", "max_concurrent", "x"]),
-                                  st.one_of(scalars, st.sampled_from(["optuna", "grid", "random"])), max_size=4),
-        "scheduler": st.dictionaries(st.sampled_from(["name", "grace_period", "reduction_factor", "max_t"]),
-                                     st.one_of(scalars, st.sampled_from(["asha", "none"])), max_size=4),
+        "search": st.dictionaries(
+            st.sampled_from(["algorithm", "num_samples", "seed", "max_concurrent", "x"]),
+            st.one_of(scalars, st.sampled_from(["optuna", "grid", "random"])),
+            max_size=4,
+        ),
+        "scheduler": st.dictionaries(
+            st.sampled_from(["name", "grace_period", "reduction_factor", "max_t"]),
+            st.one_of(scalars, st.sampled_from(["asha", "none"])),
+            max_size=4,
+        ),
         "resources": st.dictionaries(st.sampled_from(["cpu", "gpu"]), scalars, max_size=2),
         "demo": st.one_of(scalars, st.dictionaries(st.sampled_from(["space", "search", "bogus"]), values, max_size=2)),
     },
@@ -88,8 +109,27 @@ def test_any_yaml_text_as_a_search_space_file(tmp_path_factory, text):
 
 
 line = st.one_of(
-    st.lists(st.sampled_from(["LA_0079", "LA_T_1", "LA_T_2", "-", "A01", "bonafide", "spoof", "../x", "/etc/passwd",
-                              "x y", "", "\t", "\ufeff", "fake"]), max_size=6).map(" ".join),
+    st.lists(
+        st.sampled_from(
+            [
+                "LA_0079",
+                "LA_T_1",
+                "LA_T_2",
+                "-",
+                "A01",
+                "bonafide",
+                "spoof",
+                "../x",
+                "/etc/passwd",
+                "x y",
+                "",
+                "\t",
+                "\ufeff",
+                "fake",
+            ]
+        ),
+        max_size=6,
+    ).map(" ".join),
     st.text(max_size=40),
 )
 

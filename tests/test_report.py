@@ -46,10 +46,20 @@ SPACE = {
 }
 # trial id -> (sampled parameters, epochs it runs before its state is written)
 TRIALS = {
-    "a1b2c_00000": ({"loss.type": "cluster_only", "loss.num_clusters": 2, "loss.alpha": 1.0,
-                     "model.pooling": "mean", "optim.lr": 0.003}, 2),
-    "a1b2c_00001": ({"loss.type": "combined", "loss.num_clusters": 3, "loss.alpha": 0.5,
-                     "model.pooling": "max", "optim.lr": 0.006}, 1),
+    "a1b2c_00000": (
+        {
+            "loss.type": "cluster_only",
+            "loss.num_clusters": 2,
+            "loss.alpha": 1.0,
+            "model.pooling": "mean",
+            "optim.lr": 0.003,
+        },
+        2,
+    ),
+    "a1b2c_00001": (
+        {"loss.type": "combined", "loss.num_clusters": 3, "loss.alpha": 0.5, "model.pooling": "max", "optim.lr": 0.006},
+        1,
+    ),
     "a1b2c_00002": ({"loss.type": "ce_only", "model.pooling": "max", "optim.lr": 0.002}, 2),
 }
 
@@ -75,8 +85,14 @@ def experiment(tmp_path_factory) -> Path:
     from cbl.sweep.settings import SweepSettings
 
     exp = tmp_path_factory.mktemp("storage") / SPACE["name"]
-    settings = SweepSettings(space_data=SPACE, space_source="report_space.yaml", demo=True,
-                             set_options=TINY_SETS, experiment_dir=str(exp), num_samples=3)
+    settings = SweepSettings(
+        space_data=SPACE,
+        space_source="report_space.yaml",
+        demo=True,
+        set_options=TINY_SETS,
+        experiment_dir=str(exp),
+        num_samples=3,
+    )
     write_sweep(exp, {"settings": asdict(settings), "state": "running", "started": time.time(), "total_trials": 3})
     for trial_id, (params, epochs) in TRIALS.items():
         path = exp / "trials" / trial_id
@@ -106,7 +122,7 @@ def _table(markdown: str, header: str) -> list[list[str]]:
     lines = markdown.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"| {header} |"))
     rows = []
-    for line in lines[start + 2:]:
+    for line in lines[start + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([cell.strip() for cell in line.strip("|").split(" | ")])
@@ -144,8 +160,9 @@ def test_results_table_holds_every_trial_sorted_by_dev_eer(experiment, report):
         assert row[2] == ("stopped" if epochs == 1 else "finished")
         assert row[3] == str(epochs)
         assert row[4] == _pct(_best_eer(experiment, row[1]))
-    header = markdown.splitlines()[markdown.splitlines().index(next(
-        line for line in markdown.splitlines() if line.startswith("| rank |")))]
+    header = markdown.splitlines()[
+        markdown.splitlines().index(next(line for line in markdown.splitlines() if line.startswith("| rank |")))
+    ]
     assert "loss.num_clusters" in header and "optim.lr" in header
     ce_row = next(row for row in rows if row[1] == "a1b2c_00002")
     assert ce_row[header.strip("|").split(" | ").index("loss.num_clusters")].strip() == "-"
@@ -180,8 +197,12 @@ def test_model_sections_compare_best_and_ce_only_with_seen_and_unseen_attacks(re
     roles = {row[0] for row in _table(markdown, "role")}
     assert "best trial" in roles and len(roles) == 2
     attack_rows = {row[0]: row[1] for row in _table(markdown, "attack")}
-    assert {a: attack_rows[a] for a in ("A01", "A04", "A05", "A06")} == {"A01": "yes", "A04": "yes",
-                                                                        "A05": "no", "A06": "no"}
+    assert {a: attack_rows[a] for a in ("A01", "A04", "A05", "A06")} == {
+        "A01": "yes",
+        "A04": "yes",
+        "A05": "no",
+        "A06": "no",
+    }
 
 
 def test_html_is_self_contained_with_embedded_images(report):
@@ -244,15 +265,18 @@ def _trial(trial_id: str, params: dict, state: str, eer: float) -> TrialInfo:
 
 
 def test_importance_with_fewer_than_two_finished_trials_says_so():
-    trials = [_trial("t1", {"model.pooling": "mean", "optim.lr": 0.01}, "finished", 0.2),
-              _trial("t2", {"model.pooling": "max", "optim.lr": 0.02}, "stopped", 0.3)]
+    trials = [
+        _trial("t1", {"model.pooling": "mean", "optim.lr": 0.01}, "finished", 0.2),
+        _trial("t2", {"model.pooling": "max", "optim.lr": 0.02}, "stopped", 0.3),
+    ]
     result = param_importance(trials, ["model.pooling", "optim.lr"], {})
     assert result.values == {} and "1 finished trial(s)" in result.reason
 
 
 def test_importance_with_one_varying_parameter_says_so():
-    trials = [_trial(f"t{i}", {"model.pooling": "mean", "optim.lr": 0.01 * (i + 1)}, "finished", 0.1 * i)
-              for i in range(3)]
+    trials = [
+        _trial(f"t{i}", {"model.pooling": "mean", "optim.lr": 0.01 * (i + 1)}, "finished", 0.1 * i) for i in range(3)
+    ]
     result = param_importance(trials, ["model.pooling", "optim.lr"], {})
     assert isinstance(result, Importance) and result.values == {}
     assert "1 parameter(s) left to compare (optim.lr)" in result.reason
@@ -261,9 +285,11 @@ def test_importance_with_one_varying_parameter_says_so():
 
 def test_marginal_rows_list_unsampled_values_and_skip_trials_without_eer():
     param = Param("loss.num_clusters", "choice", values=(5, 10, 15))
-    trials = [_trial("t1", {"loss.num_clusters": 5}, "finished", 0.2),
-              _trial("t2", {"loss.num_clusters": 5}, "stopped", 0.4),
-              _trial("t3", {"loss.num_clusters": 10}, "error", math.nan)]
+    trials = [
+        _trial("t1", {"loss.num_clusters": 5}, "finished", 0.2),
+        _trial("t2", {"loss.num_clusters": 5}, "stopped", 0.4),
+        _trial("t3", {"loss.num_clusters": 10}, "error", math.nan),
+    ]
     rows, _ = marginal_rows(trials, ["loss.num_clusters"], {"loss.num_clusters": param})
     by_value = {r.value: r for r in rows}
     assert by_value["5"].trials == 2 and by_value["5"].best == 0.2 and math.isclose(by_value["5"].median, 0.3)
@@ -273,8 +299,9 @@ def test_marginal_rows_list_unsampled_values_and_skip_trials_without_eer():
 def test_learning_curves_draw_running_trials_and_ignore_pending_ones():
     from cbl.report.figures import learning_curves
 
-    png = learning_curves([("t1", "running", [1, 2], [0.4, 0.3]), ("t2", "pending", [], []),
-                           ("t3", "stopped", [1], [0.45])], best="t1")
+    png = learning_curves(
+        [("t1", "running", [1, 2], [0.4, 0.3]), ("t2", "pending", [], []), ("t3", "stopped", [1], [0.45])], best="t1"
+    )
     assert png[:4] == b"\x89PNG"
 
 

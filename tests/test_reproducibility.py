@@ -26,8 +26,22 @@ resources: {cpu: 1, gpu: 0}
 
 def sweep(space: Path, storage: Path, name: str) -> list[tuple[dict, list[float]]]:
     """Run the sweep; return (sampled parameters, dev EER per epoch) per trial, in the order they were made."""
-    result = CliRunner().invoke(cli, ["run", str(space), "--demo", "--storage", str(storage), "--name", name,
-                                      "--no-final-eval", *as_set_args(), "--set", "centers.init_max_utterances=16"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(space),
+            "--demo",
+            "--storage",
+            str(storage),
+            "--name",
+            name,
+            "--no-final-eval",
+            *as_set_args(),
+            "--set",
+            "centers.init_max_utterances=16",
+        ],
+    )
     assert result.exit_code == 0, result.output
     # one trial at a time, each writes its config.yaml once as it starts: that orders them
     trials = sorted(read_trials(storage / name), key=lambda t: (t.path / "config.yaml").stat().st_mtime_ns)
@@ -54,15 +68,19 @@ def determinism_restored(monkeypatch):
     import torch
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
-    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
-              torch.backends.cudnn.benchmark)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.backends.cudnn.deterministic,
+        torch.backends.cudnn.benchmark,
+    )
     yield
     torch.use_deterministic_algorithms(before[0])
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
 
 
 def test_train_deterministic_applies_the_settings_and_two_runs_agree(tmp_path, determinism_restored):
-    """On CPU: the settings are applied, and two runs give identical metrics and weights (the GPU is where it counts)."""
+    """On CPU: the settings are applied, and two runs give identical metrics and weights (the GPU is where it
+    counts)."""
     import os
 
     import torch
@@ -79,8 +97,10 @@ def test_train_deterministic_applies_the_settings_and_two_runs_agree(tmp_path, d
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     fit(config, None, tmp_path / "b")
-    timeless = [[{k: v for k, v in m.items() if not k.endswith("seconds")} for m in read_history(tmp_path / run)]
-                for run in ("a", "b")]
+    timeless = [
+        [{k: v for k, v in m.items() if not k.endswith("seconds")} for m in read_history(tmp_path / run)]
+        for run in ("a", "b")
+    ]
     assert len(timeless[0]) == 2 and timeless[0] == timeless[1]
     a, _ = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     b, _ = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")

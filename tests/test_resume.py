@@ -22,8 +22,15 @@ TINY = as_set_args((*TINY_SWEEP, "data.demo_utterances=60", "train.eval_batch_si
 
 
 def cli(*args: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "cbl", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cbl", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
@@ -38,8 +45,11 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen) -> None:
 
 
 def snapshot(experiment: Path) -> dict[str, list[str]]:
-    return {t.trial_id: (t.path / "metrics.jsonl").read_text().splitlines() for t in read_trials(experiment)
-            if (t.path / "metrics.jsonl").is_file()}
+    return {
+        t.trial_id: (t.path / "metrics.jsonl").read_text().splitlines()
+        for t in read_trials(experiment)
+        if (t.path / "metrics.jsonl").is_file()
+    }
 
 
 def space_file(tmp_path: Path, *, num_samples: int, max_concurrent: int, final_seeds: int = 0) -> Path:
@@ -50,7 +60,8 @@ def space_file(tmp_path: Path, *, num_samples: int, max_concurrent: int, final_s
         "space:\n  loss.type: {choice: [cluster_only, combined, ce_only]}\n"
         f"search: {{algorithm: optuna, num_samples: {num_samples}, seed: 0, max_concurrent: {max_concurrent}}}\n"
         "scheduler: {name: none}\nresources: {cpu: 1, gpu: 0}\n"
-        f"final_eval: {{seeds: {final_seeds}, split: eval}}\n")
+        f"final_eval: {{seeds: {final_seeds}, split: eval}}\n"
+    )
     return path
 
 
@@ -87,8 +98,11 @@ def _mid_epoch(experiment: Path) -> bool:
     # some trials ended and some are mid-training (for longer than one snapshot period, 2 s,
     # so that Ray's snapshot knows them: a younger one is re-run under a new id, see `lost`)
     trials = trials_of(experiment)
-    running = [t for t in trials if t.state == "running" and t.epochs >= 1
-               and time.time() - (t.path / "config.yaml").stat().st_mtime > 2.5]
+    running = [
+        t
+        for t in trials
+        if t.state == "running" and t.epochs >= 1 and time.time() - (t.path / "config.yaml").stat().st_mtime > 2.5
+    ]
     return len(ended(trials)) >= 1 and len(running) >= 1
 
 
@@ -117,8 +131,18 @@ def start_driver(moment: str, tmp_path: Path, env: dict[str, str]) -> tuple[subp
     storage = tmp_path / "runs"
     num_samples, concurrent, epochs, final_seeds, _ = MOMENTS[moment]
     if moment == "mid_epoch":
-        args = [str(SPACES / "ablation.yaml"), "--name", "kill", "--num-samples", str(num_samples),
-                *TINY, "--set", f"train.epochs={epochs}", "--set", "data.demo_utterances=100"]
+        args = [
+            str(SPACES / "ablation.yaml"),
+            "--name",
+            "kill",
+            "--num-samples",
+            str(num_samples),
+            *TINY,
+            "--set",
+            f"train.epochs={epochs}",
+            "--set",
+            "data.demo_utterances=100",
+        ]
     else:
         space = space_file(tmp_path, num_samples=num_samples, max_concurrent=concurrent)
         args = [str(space), *TINY, "--set", f"train.epochs={epochs}", "--set", "loss.num_clusters=3"]
@@ -200,8 +224,20 @@ def test_a_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
     env = environment(tmp_path)
     space = space_file(tmp_path, num_samples=2, max_concurrent=1)
     experiment = tmp_path / "runs" / "kill"
-    driver = cli("run", str(space), "--demo", "--storage", str(tmp_path / "runs"), "--no-final-eval",
-                 *TINY, "--set", "train.epochs=3", "--set", "loss.num_clusters=3", env=env)
+    driver = cli(
+        "run",
+        str(space),
+        "--demo",
+        "--storage",
+        str(tmp_path / "runs"),
+        "--no-final-eval",
+        *TINY,
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "loss.num_clusters=3",
+        env=env,
+    )
     try:
         wait_for(lambda: any(t.state == "running" and t.epochs >= 1 for t in trials_of(experiment)), 400, driver)
         (victim,) = [t for t in read_trials(experiment) if t.state == "running"]
@@ -247,17 +283,34 @@ def trial_worker_pid(driver_pid: int) -> int:
     workers = [pid for pid, title in titles.items() if title.startswith("ray::ImplicitFunc")]
     assert len(workers) == 1, titles
     return workers[0]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_the_sweep_resumes(tmp_path):
     env = {**os.environ, "CBL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
     experiment = tmp_path / "runs" / "intr"
-    driver = cli("run", str(SPACES / "loss_type.yaml"), "--demo", "--storage", str(tmp_path / "runs"), "--name", "intr",
-                 "--no-final-eval", *TINY, "--set", "train.epochs=3", "--set", "loss.num_clusters=3", env=env)
+    driver = cli(
+        "run",
+        str(SPACES / "loss_type.yaml"),
+        "--demo",
+        "--storage",
+        str(tmp_path / "runs"),
+        "--name",
+        "intr",
+        "--no-final-eval",
+        *TINY,
+        "--set",
+        "train.epochs=3",
+        "--set",
+        "loss.num_clusters=3",
+        env=env,
+    )
     try:
-        wait_for(lambda: any(t.epochs >= 1 for t in read_trials(experiment)) if experiment.is_dir() else False,
-                 300, driver)
+        wait_for(
+            lambda: any(t.epochs >= 1 for t in read_trials(experiment)) if experiment.is_dir() else False, 300, driver
+        )
     except BaseException:
         kill_session(driver)
         raise
@@ -284,7 +337,13 @@ def test_failure_max_failures_drives_rays_retries(tmp_path, failure, expected):
     from cbl.sweep.settings import SweepSettings
 
     text = space_file(tmp_path, num_samples=2, max_concurrent=1).read_text() + failure
-    settings = SweepSettings(space_data=yaml.safe_load(text), space_source="kill.yaml", demo=True, set_options=[],
-                             experiment_dir=str(tmp_path / "runs" / "kill"), num_samples=2)
+    settings = SweepSettings(
+        space_data=yaml.safe_load(text),
+        space_source="kill.yaml",
+        demo=True,
+        set_options=[],
+        experiment_dir=str(tmp_path / "runs" / "kill"),
+        num_samples=2,
+    )
     _, _, run_config = build_tuner(settings, settings.space())
     assert run_config.failure_config.max_failures == expected

@@ -57,7 +57,10 @@ def test_grid_sweep_end_to_end(grid_sweep):
     trials = read_trials(experiment)
     # loss.type x K with K only for cluster_only: 2 + 1 trials, ce_only once
     assert sorted((t.params.get("loss.type"), t.params.get("loss.num_clusters")) for t in trials) == [
-        ("ce_only", None), ("cluster_only", 2), ("cluster_only", 3)]
+        ("ce_only", None),
+        ("cluster_only", 2),
+        ("cluster_only", 3),
+    ]
     assert all(t.state == "finished" and t.epochs == 2 for t in trials)
     best = min(trials, key=lambda t: t.best_dev_eer)
     assert f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}%" in result.output
@@ -70,8 +73,10 @@ def test_grid_sweep_end_to_end(grid_sweep):
     assert summary["trial_id"] == best.trial_id
     eer = summary["selection"]["eer"]
     assert summary["eers"] == [] and summary["mean_eer"] is None  # no fresh seeds by default
-    assert f"selection run (trial {best.trial_id}, seed 0): eval EER {100 * eer:.2f}% (optimistically biased" \
+    assert (
+        f"selection run (trial {best.trial_id}, seed 0): eval EER {100 * eer:.2f}% (optimistically biased"
         in result.output
+    )
     scores = (experiment / "final_eval" / "scores-eval-seed0.txt").read_text().splitlines()
     assert len(scores) == 40 and all(len(line.split()) == 2 for line in scores)
     assert "tensorboard --logdir" in result.output
@@ -139,9 +144,23 @@ def test_run_on_unfinished_experiment_points_to_resume(tmp_path):
 
 @pytest.mark.ray
 def test_optuna_asha_sweep_with_conditions(ray_session, tmp_path):
-    result = run("run", str(SPACES / "ablation.yaml"), "--demo", "--storage", str(tmp_path), "--name", "abl",
-                 "--num-samples", "4", "--no-final-eval", *TINY, "--set", "data.demo_utterances=80",
-                 "--set", "centers.init_max_utterances=64")
+    result = run(
+        "run",
+        str(SPACES / "ablation.yaml"),
+        "--demo",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "abl",
+        "--num-samples",
+        "4",
+        "--no-final-eval",
+        *TINY,
+        "--set",
+        "data.demo_utterances=80",
+        "--set",
+        "centers.init_max_utterances=64",
+    )
     assert result.exit_code == 0, result.output
     trials = read_trials(tmp_path / "abl")
     assert len(trials) == 4
@@ -158,8 +177,17 @@ def test_optuna_asha_sweep_with_conditions(ray_session, tmp_path):
 def test_gpu_request_on_a_cpu_cluster_is_an_error_before_any_trial(ray_session, tmp_path):
     space = write_space(tmp_path, GRID.replace("resources: {cpu: 1, gpu: 0}", "resources: {cpu: 1, gpu: 0.5}"))
     # --demo would force the CPU: run without it, on the demo corpus
-    result = run("run", str(space), "--storage", str(tmp_path / "runs"), "--set", "data.corpus=demo",
-                 "--set", "model.ssl=tiny", *TINY)
+    result = run(
+        "run",
+        str(space),
+        "--storage",
+        str(tmp_path / "runs"),
+        "--set",
+        "data.corpus=demo",
+        "--set",
+        "model.ssl=tiny",
+        *TINY,
+    )
     assert result.exit_code == 1
     assert "resources.gpu is 0.5 per trial, but the Ray cluster has no GPU" in result.output
     assert "Traceback" not in result.output
@@ -199,8 +227,10 @@ def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
     mean, std = sum(eers) / 2, statistics.stdev(eers)
     assert summary["mean_eer"] == pytest.approx(mean) and summary["std_eer"] == pytest.approx(std)
     assert f"final eval EER {100 * mean:.2f}% +- {100 * std:.2f}% over 2 fresh seeds (seed 1: " in result.output
-    assert f"selection run (trial {summary['trial_id']}, seed 0): eval EER {100 * summary['selection']['eer']:.2f}%" \
+    assert (
+        f"selection run (trial {summary['trial_id']}, seed 0): eval EER {100 * summary['selection']['eer']:.2f}%"
         in result.output
+    )
     assert len(summary["score_files"]) == 3 and summary["score_files"][0].endswith("scores-eval-seed0.txt")
     for seed in (1, 2):
         retrained = experiment / "final_eval" / f"seed-{seed}" / "checkpoints" / "best.pt"
@@ -208,8 +238,16 @@ def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
 
     root = demo_root(load_model(experiment / "trials" / summary["trial_id"] / "checkpoints" / "best.pt").config.data)
     protocol = root / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.dev.trl.txt"
-    other = run("final-eval", str(experiment), "--protocol", str(protocol), "--audio-dir",
-                str(root / "ASVspoof2019_LA_dev" / "flac"), "--corpus", "asvspoof2019_la")
+    other = run(
+        "final-eval",
+        str(experiment),
+        "--protocol",
+        str(protocol),
+        "--audio-dir",
+        str(root / "ASVspoof2019_LA_dev" / "flac"),
+        "--corpus",
+        "asvspoof2019_la",
+    )
     assert other.exit_code == 0, other.output
     dev = json.loads((experiment / "final_eval" / "summary-ASVspoof2019.LA.cm.dev.trl.json").read_text())
     # the best trial's dev EER, recomputed from a protocol file, is what the sweep recorded
@@ -220,8 +258,11 @@ def test_final_eval_with_seeds_and_an_explicit_protocol(grid_sweep):
 def test_final_eval_reports_min_tdcf_with_the_organisers_asv_scores(grid_sweep, tmp_path):
     _, experiment = grid_sweep
     asv = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
-    asv.write_text("".join(f"bonafide target {3 + i / 10}\nbonafide nontarget {i / 10 - 2}\nA07 spoof {i / 5}\n"
-                           for i in range(10)))
+    asv.write_text(
+        "".join(
+            f"bonafide target {3 + i / 10}\nbonafide nontarget {i / 10 - 2}\nA07 spoof {i / 5}\n" for i in range(10)
+        )
+    )
     result = run("final-eval", str(experiment), "--asv-scores", str(asv))
     assert result.exit_code == 0, result.output
     summary = json.loads((experiment / "final_eval" / "summary-eval.json").read_text())
@@ -252,12 +293,14 @@ def test_errored_trial_is_reported_and_retried_with_retry_errored(ray_session, t
     from cbl.data import demo_root
     from cbl.sweep.settings import prepare_sweep
 
-    space = write_space(tmp_path, GRID.replace("resources: {cpu: 1, gpu: 0}",
-                                               "resources: {cpu: 1, gpu: 0}\nfailure: {max_failures: 0}"))
+    space = write_space(
+        tmp_path, GRID.replace("resources: {cpu: 1, gpu: 0}", "resources: {cpu: 1, gpu: 0}\nfailure: {max_failures: 0}")
+    )
     args = [*TINY, "--set", "data.demo_seed=7"]  # a corpus of its own: this test damages it
     sets = [a for a in args if a != "--set"]
-    settings, _ = prepare_sweep(space, demo=True, set_options=sets, storage=tmp_path / "runs", name=None,
-                                num_samples=None)
+    settings, _ = prepare_sweep(
+        space, demo=True, set_options=sets, storage=tmp_path / "runs", name=None, num_samples=None
+    )
     root = demo_root(settings.trial_config({}).data)
     victim = sorted((root / "ASVspoof2019_LA_train" / "flac").glob("*.flac"))[0]
     good = victim.read_bytes()

@@ -27,8 +27,13 @@ State = optuna.trial.TrialState
 
 def searcher(tmp_path) -> PrunedAwareOptunaSearch:
     spec = parse_search_space(SPACE)
-    search = PrunedAwareOptunaSearch(space=DefineByRun(spec), metric="dev_eer", mode="min",
-                                     sampler=optuna.samplers.TPESampler(seed=0), experiment_dir=str(tmp_path))
+    search = PrunedAwareOptunaSearch(
+        space=DefineByRun(spec),
+        metric="dev_eer",
+        mode="min",
+        sampler=optuna.samplers.TPESampler(seed=0),
+        experiment_dir=str(tmp_path),
+    )
     return search
 
 
@@ -86,20 +91,37 @@ def test_errored_trial_fails_and_state_survives_save_and_restore(tmp_path):
 def test_the_tuner_uses_it_for_optuna_sweeps_when_chosen(tmp_path):
     from ray.tune.search.optuna import OptunaSearch
 
-
-    settings = SweepSettings(space_data=SPACE, space_source="<test>", demo=True, set_options=[],
-                             experiment_dir=str(tmp_path / "pruned"), num_samples=4)
+    settings = SweepSettings(
+        space_data=SPACE,
+        space_source="<test>",
+        demo=True,
+        set_options=[],
+        experiment_dir=str(tmp_path / "pruned"),
+        num_samples=4,
+    )
     _, tune_config, _ = build_tuner(settings, settings.space())  # the default: search.tell_pruned true
     assert isinstance(tune_config.search_alg, PrunedAwareOptunaSearch)
     assert tune_config.search_alg._experiment_dir == str(tmp_path / "pruned")
     untold = {**SPACE, "search": {**SPACE.get("search", {}), "tell_pruned": False}}
-    settings = SweepSettings(space_data=untold, space_source="<test>", demo=True, set_options=[],
-                             experiment_dir=str(tmp_path / "complete"), num_samples=4)
+    settings = SweepSettings(
+        space_data=untold,
+        space_source="<test>",
+        demo=True,
+        set_options=[],
+        experiment_dir=str(tmp_path / "complete"),
+        num_samples=4,
+    )
     _, tune_config, _ = build_tuner(settings, settings.space())
     assert type(tune_config.search_alg) is OptunaSearch
     grid = {**SPACE, "space": {"loss.type": {"grid": ["ce_only"]}}, "search": {"algorithm": "grid"}}
-    settings = SweepSettings(space_data=grid, space_source="<test>", demo=True, set_options=[],
-                             experiment_dir=str(tmp_path / "grid"), num_samples=1)
+    settings = SweepSettings(
+        space_data=grid,
+        space_source="<test>",
+        demo=True,
+        set_options=[],
+        experiment_dir=str(tmp_path / "grid"),
+        num_samples=1,
+    )
     _, tune_config, _ = build_tuner(settings, settings.space())
     assert isinstance(tune_config.search_alg, GridSearcher)
 
@@ -114,11 +136,22 @@ def test_a_real_asha_sweep_records_its_stopped_trials_as_pruned(ray_session, tmp
     from cbl.cli import cli
 
     space = tmp_path / "space.yaml"
-    space.write_text(json.dumps({**SPACE, "search": {"algorithm": "optuna", "num_samples": 6, "seed": 0,
-                                                     "max_concurrent": 1}}))
+    space.write_text(
+        json.dumps({**SPACE, "search": {"algorithm": "optuna", "num_samples": 6, "seed": 0, "max_concurrent": 1}})
+    )
     tiny = [*TINY_SWEEP, "train.epochs=3"]
-    result = CliRunner().invoke(cli, ["run", str(space), "--demo", "--storage", str(tmp_path / "runs"),
-                                      "--no-final-eval", *[a for item in tiny for a in ("--set", item)]])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "run",
+            str(space),
+            "--demo",
+            "--storage",
+            str(tmp_path / "runs"),
+            "--no-final-eval",
+            *[a for item in tiny for a in ("--set", item)],
+        ],
+    )
     assert result.exit_code == 0, result.output
     experiment = tmp_path / "runs" / "pruned"
     stopped = json.loads((experiment / STATE_FILE).read_text())["stopped"]
@@ -138,9 +171,13 @@ CATEGORICAL = {**SPACE, "space": {"loss.type": {"choice": ["cluster_only", "ce_o
 def test_a_configuration_that_ran_to_the_end_is_not_trained_again(tmp_path):
     """Two configurations only: once both have finished, every later suggestion repeats one of them; each repeat
     is answered from the finished trial's result (Optuna sees it) instead of being handed to Ray."""
-    search = PrunedAwareOptunaSearch(space=DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
-                                     mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
-                                     experiment_dir=str(tmp_path))
+    search = PrunedAwareOptunaSearch(
+        space=DefineByRun(parse_search_space(CATEGORICAL)),
+        metric="dev_eer",
+        mode="min",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        experiment_dir=str(tmp_path),
+    )
     seen = {}
     trial = 0
     while len(seen) < 2:  # run trials until both configurations have finished
@@ -155,17 +192,22 @@ def test_a_configuration_that_ran_to_the_end_is_not_trained_again(tmp_path):
     assert len(answered) == PrunedAwareOptunaSearch.MAX_REDRAWS
     assert all(t.state == State.COMPLETE and t.value == seen[t.params["loss.type"]] for t in answered)
     search.save(str(tmp_path / "searcher.pkl"))  # what a resumed sweep knows
-    restored = PrunedAwareOptunaSearch(space=DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
-                                       mode="min", experiment_dir=str(tmp_path))
+    restored = PrunedAwareOptunaSearch(
+        space=DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer", mode="min", experiment_dir=str(tmp_path)
+    )
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert sorted(restored._finished.values()) == [0.2, 0.3]
 
 
 def test_a_repeat_of_a_stopped_or_errored_configuration_runs_again(tmp_path):
     """Only a trial that ran to the end has a final result to reuse; a stopped or failed one gets another chance."""
-    search = PrunedAwareOptunaSearch(space=DefineByRun(parse_search_space(CATEGORICAL)), metric="dev_eer",
-                                     mode="min", sampler=optuna.samplers.RandomSampler(seed=0),
-                                     experiment_dir=str(tmp_path))
+    search = PrunedAwareOptunaSearch(
+        space=DefineByRun(parse_search_space(CATEGORICAL)),
+        metric="dev_eer",
+        mode="min",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        experiment_dir=str(tmp_path),
+    )
     first = search.suggest("a")
     stop_by_asha(tmp_path, "a")
     search.on_trial_complete("a", {"dev_eer": 0.4, "epoch": 1})

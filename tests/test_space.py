@@ -8,7 +8,8 @@ import optuna
 import pytest
 
 from cbl.config import ConfigError
-from cbl.sweep.space import expand_grid, load_search_space, suggest, total_trials
+from cbl.sweep.sampling import expand_grid, suggest, total_trials
+from cbl.sweep.space import load_search_space
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
@@ -36,7 +37,10 @@ def test_shipped_files_load(name, demo):
 
 
 def test_single_ablation_grids_are_the_seed_values():
-    grids = {n: expand_grid(load_search_space(SPACES / f"{n}.yaml")) for n in ["num_clusters", "alpha", "pooling", "loss_type"]}
+    grids = {
+        n: expand_grid(load_search_space(SPACES / f"{n}.yaml"))
+        for n in ["num_clusters", "alpha", "pooling", "loss_type"]
+    }
     assert [g["loss.num_clusters"] for g in grids["num_clusters"]] == [5, 10, 15, 20]
     assert [g["loss.alpha"] for g in grids["alpha"]] == [0.5, 1.0, 2.0, 5.0]
     assert [g["model.pooling"] for g in grids["pooling"]] == ["mean", "max", "attention"]
@@ -88,12 +92,17 @@ def test_seeded_sampling_repeats():
 
 
 def test_grid_with_conditions_removes_duplicates(tmp_path):
-    spec = load_search_space(write(tmp_path, """
+    spec = load_search_space(
+        write(
+            tmp_path,
+            """
 space:
   loss.type: {grid: [cluster_only, ce_only]}
   loss.num_clusters: {grid: [5, 10], when: {loss.type: cluster_only}}
 search: {algorithm: grid, num_samples: 2}
-"""))
+""",
+        )
+    )
     grid = expand_grid(spec)
     assert grid == [
         {"loss.type": "cluster_only", "loss.num_clusters": 5},
@@ -104,34 +113,53 @@ search: {algorithm: grid, num_samples: 2}
 
 
 def test_condition_order_does_not_depend_on_file_order(tmp_path):
-    spec = load_search_space(write(tmp_path, """
+    spec = load_search_space(
+        write(
+            tmp_path,
+            """
 space:
   loss.alpha: {choice: [1.0, 2.0], when: {loss.type: [cluster_only]}}
   loss.type: {choice: [cluster_only, ce_only]}
-"""))
+""",
+        )
+    )
     assert spec.keys == ["loss.type", "loss.alpha"]
 
 
 def test_when_on_a_fixed_key(tmp_path):
-    spec = load_search_space(write(tmp_path, """
+    spec = load_search_space(
+        write(
+            tmp_path,
+            """
 fixed: {loss.type: ce_only}
 space:
   loss.alpha: {grid: [1.0, 2.0], when: {loss.type: [cluster_only]}}
   model.pooling: {grid: [mean, max]}
 search: {algorithm: grid}
-"""))
+""",
+        )
+    )
     assert expand_grid(spec) == [{"model.pooling": "mean"}, {"model.pooling": "max"}]
 
 
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("space:\n  loss.num_cluster: {choice: [5]}\n", r"space\.yaml:2: unknown key 'loss\.num_cluster' \(did you mean 'loss\.num_clusters'\?\)"),
+        (
+            "space:\n  loss.num_cluster: {choice: [5]}\n",
+            r"space\.yaml:2: unknown key 'loss\.num_cluster' \(did you mean 'loss\.num_clusters'\?\)",
+        ),
         ("fixed:\n  train.epoch: 3\n", r"space\.yaml:2: unknown key 'train\.epoch' \(did you mean 'train\.epochs'\?\)"),
         ("fixed:\n  train.epochs: 0\n", r"space\.yaml:2: fixed key 'train\.epochs' is 0, but must be >= 1"),
-        ("space:\n  loss.num_clusters: {choice: []}\n", r"space\.yaml:2: 'space\.loss\.num_clusters\.choice' must be a non-empty list"),
+        (
+            "space:\n  loss.num_clusters: {choice: []}\n",
+            r"space\.yaml:2: 'space\.loss\.num_clusters\.choice' must be a non-empty list",
+        ),
         ("space:\n  loss.num_clusters: {choice: [5, 0]}\n", r"key 'loss\.num_clusters' is 0, but must be >= 1"),
-        ("space:\n  model.pooling: {choice: [mean, avg]}\n", r"unknown value 'avg', expected one of: mean, max, attention"),
+        (
+            "space:\n  model.pooling: {choice: [mean, avg]}\n",
+            r"unknown value 'avg', expected one of: mean, max, attention",
+        ),
         ("space:\n  loss.alpha: {uniform: [2.0, 1.0]}\n", r"low 2\.0 >= high 1\.0; expected low < high"),
         ("space:\n  optim.lr: {loguniform: [0.0, 1.0e-3]}\n", r"(loguniform needs both bounds > 0|must be > 0)"),
         ("space:\n  loss.alpha: {loguniform: [-1.0, 1.0]}\n", r"must be >= 0|loguniform needs both bounds > 0"),
@@ -139,19 +167,44 @@ search: {algorithm: grid}
         ("space:\n  loss.num_clusters: {uniform: [1, 5]}\n", r"holds a int: use int, not uniform"),
         ("space:\n  loss.alpha: {int: [1, 5]}\n", r"holds a float: use uniform or loguniform, not int"),
         ("space:\n  loss.alpha: {choice: [1.0], uniform: [0.0, 1.0]}\n", r"needs exactly one distribution"),
-        ("space:\n  loss.alpha: {choise: [1.0]}\n", r"unknown key 'space\.loss\.alpha\.choise' \(did you mean 'choice'\?\)"),
+        (
+            "space:\n  loss.alpha: {choise: [1.0]}\n",
+            r"unknown key 'space\.loss\.alpha\.choise' \(did you mean 'choice'\?\)",
+        ),
         ("space:\n  loss.alpha: 1.0\n", r"must be a mapping like \{choice"),
-        ("space:\n  loss.alpha: {choice: [1.0], when: {loss.tpye: [ce_only]}}\n", r"unknown key 'loss\.tpye' \(did you mean 'loss\.type'\?\)"),
+        (
+            "space:\n  loss.alpha: {choice: [1.0], when: {loss.tpye: [ce_only]}}\n",
+            r"unknown key 'loss\.tpye' \(did you mean 'loss\.type'\?\)",
+        ),
         ("space:\n  loss.alpha: {choice: [1.0], when: {loss.type: [cluster]}}\n", r"unknown value 'cluster'"),
-        ("space:\n  loss.alpha: {choice: [1.0], when: {model.pooling: [mean]}}\n", r"names 'model\.pooling', which is neither fixed nor searched"),
-        ("space:\n  loss.alpha: {choice: [1.0], when: {loss.margin: [0.1]}}\n  loss.margin: {choice: [0.1], when: {loss.alpha: [1.0]}}\n", r"depend on each other in a cycle"),
-        ("space:\n  loss.alpha: {grid: [1.0, 2.0]}\nsearch: {algorithm: optuna}\n", r"uses grid, but search\.algorithm is optuna"),
-        ("space:\n  optim.lr: {loguniform: [1.0e-5, 1.0e-3]}\nsearch: {algorithm: grid}\n", r"search\.algorithm is grid, but 'optim\.lr' uses loguniform"),
-        ("search: {algorithm: hyperopt}\n", r"'search\.algorithm' is 'hyperopt', expected one of: optuna, random, grid"),
+        (
+            "space:\n  loss.alpha: {choice: [1.0], when: {model.pooling: [mean]}}\n",
+            r"names 'model\.pooling', which is neither fixed nor searched",
+        ),
+        (
+            "space:\n  loss.alpha: {choice: [1.0], when: {loss.margin: [0.1]}}\n"
+            "  loss.margin: {choice: [0.1], when: {loss.alpha: [1.0]}}\n",
+            r"depend on each other in a cycle",
+        ),
+        (
+            "space:\n  loss.alpha: {grid: [1.0, 2.0]}\nsearch: {algorithm: optuna}\n",
+            r"uses grid, but search\.algorithm is optuna",
+        ),
+        (
+            "space:\n  optim.lr: {loguniform: [1.0e-5, 1.0e-3]}\nsearch: {algorithm: grid}\n",
+            r"search\.algorithm is grid, but 'optim\.lr' uses loguniform",
+        ),
+        (
+            "search: {algorithm: hyperopt}\n",
+            r"'search\.algorithm' is 'hyperopt', expected one of: optuna, random, grid",
+        ),
         ("search: {num_samples: 0}\n", r"'search\.num_samples' is 0, but must be >= 1"),
         ("search: {num_sample: 3}\n", r"unknown key 'search\.num_sample' \(did you mean 'num_samples'\?\)"),
         ("scheduler: {name: asha, reduction_factor: 1}\n", r"'scheduler\.reduction_factor' is 1, but must be > 1"),
-        ("scheduler: {name: asha, grace_period: 3, max_t: 2}\n", r"'scheduler\.max_t' is 2, but must be >= scheduler\.grace_period \(3\)"),
+        (
+            "scheduler: {name: asha, grace_period: 3, max_t: 2}\n",
+            r"'scheduler\.max_t' is 2, but must be >= scheduler\.grace_period \(3\)",
+        ),
         ("resources: {gpu: -1}\n", r"'resources\.gpu' is -1, but must be >= 0"),
         ("resources: {gpu: 1.5}\n", r"a fraction must be below 1"),
         ("resources: {cpu: 0}\n", r"'resources\.cpu' is 0, but must be > 0"),

@@ -49,8 +49,7 @@ def test_a_full_disk_keeps_the_old_file_and_leaves_no_temporary_file(monkeypatch
     if fails_in == "write":
         monkeypatch.setattr(cbl.yamlio, "_write_all", disk_full)
     else:
-        monkeypatch.setattr(cbl.yamlio.os, "fsync" if fails_in == "fsync" else "replace",
-                            lambda *a: disk_full(0, b""))
+        monkeypatch.setattr(cbl.yamlio.os, "fsync" if fails_in == "fsync" else "replace", lambda *a: disk_full(0, b""))
     with pytest.raises(OSError) as caught:
         atomic_write_text(target, '{"state": "finished"}')
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
@@ -74,12 +73,15 @@ def test_a_full_disk_keeps_the_previous_checkpoint_loadable(monkeypatch, tmp_pat
     assert payload["epoch"] == 0 and torch.equal(payload["model"]["w"], torch.ones(3))
 
 
-@pytest.mark.parametrize(("code", "says"), [
-    (errno.ENOSPC, "no space left on device"),
-    (errno.EDQUOT, "disk quota exceeded"),
-    (errno.EACCES, "permission denied"),
-    (errno.EROFS, "read-only file system"),
-])
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        (errno.ENOSPC, "no space left on device"),
+        (errno.EDQUOT, "disk quota exceeded"),
+        (errno.EACCES, "permission denied"),
+        (errno.EROFS, "read-only file system"),
+    ],
+)
 def test_storage_errors_are_one_sentence_naming_the_path(code, says):
     message = describe_os_error(OSError(code, os.strerror(code), "/runs/exp\nx/last.pt"))
     assert message.startswith("/runs/exp\\nx/last.pt: " + says) and "\n" not in message
@@ -104,8 +106,10 @@ def test_disk_full_during_training_is_one_line_and_the_run_resumes(monkeypatch, 
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1, result.output
     line = error_line(result.output)
-    assert line == (f"Error: {out / 'checkpoints' / 'last.pt'}: no space left on device; free some space, then rerun "
-                    "or resume (files already written are intact)")
+    assert line == (
+        f"Error: {out / 'checkpoints' / 'last.pt'}: no space left on device; free some space, then rerun "
+        "or resume (files already written are intact)"
+    )
     assert "Traceback" not in result.output
     assert written_when_full and leftovers(out) == []
     after = file_bytes(out)
@@ -131,11 +135,13 @@ def test_unwritable_storage_stops_run_before_anything_starts(monkeypatch, tmp_pa
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(pathlib.Path, "mkdir", refuse)
-    result = CliRunner().invoke(cli, ["run", str(SPACES / "loss_type.yaml"), "--demo", "--storage", str(storage),
-                                      *as_set_args()])
+    result = CliRunner().invoke(
+        cli, ["run", str(SPACES / "loss_type.yaml"), "--demo", "--storage", str(storage), *as_set_args()]
+    )
     assert result.exit_code == 1, result.output
-    assert error_line(result.output).startswith(f"Error: {storage / 'loss_type'}: "
-                                                f"{'permission denied' if code == errno.EACCES else 'read-only'}")
+    assert error_line(result.output).startswith(
+        f"Error: {storage / 'loss_type'}: {'permission denied' if code == errno.EACCES else 'read-only'}"
+    )
     assert "Traceback" not in result.output and not storage.exists()
 
 
@@ -145,8 +151,9 @@ def test_read_only_storage_folder_is_one_line(tmp_path):
     storage.mkdir()
     storage.chmod(0o555)
     try:
-        result = CliRunner().invoke(cli, ["run", str(SPACES / "loss_type.yaml"), "--demo", "--storage",
-                                          str(storage), *as_set_args()])
+        result = CliRunner().invoke(
+            cli, ["run", str(SPACES / "loss_type.yaml"), "--demo", "--storage", str(storage), *as_set_args()]
+        )
     finally:
         storage.chmod(0o755)
     assert result.exit_code == 1, result.output
@@ -154,9 +161,12 @@ def test_read_only_storage_folder_is_one_line(tmp_path):
     assert list(storage.iterdir()) == []
 
 
-# --------------------------------------------------------------------------- out of memory (not storage, same CLI mapping)
-@pytest.mark.parametrize("error", [MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")],
-                         ids=["host", "cuda"])
+# ----------------------------------------------------------------------- out of memory (not storage, same CLI mapping)
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError(), torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")],
+    ids=["host", "cuda"],
+)
 def test_out_of_memory_is_one_line_with_what_to_do(monkeypatch, tmp_path, error):
     import cbl.engine
 
@@ -167,5 +177,7 @@ def test_out_of_memory_is_one_line_with_what_to_do(monkeypatch, tmp_path, error)
     result = CliRunner().invoke(cli, ["train", "--demo", *as_set_args(), "--out", str(tmp_path / "run")])
     assert result.exit_code == 1, result.output
     where = "GPU " if isinstance(error, torch.OutOfMemoryError) else ""
-    assert error_line(result.output) == (f"Error: out of {where}memory (try a smaller train.batch_size, with "
-                                         "optim.grad_accum to keep the effective batch)")
+    assert error_line(result.output) == (
+        f"Error: out of {where}memory (try a smaller train.batch_size, with "
+        "optim.grad_accum to keep the effective batch)"
+    )

@@ -90,8 +90,10 @@ def test_weights_that_cannot_normalise_are_an_error() -> None:
 # ----------------------------------------------------------------------------- score files
 def test_reads_the_2019_asv_score_file(tmp_path: Path) -> None:
     path = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
-    path.write_text("bonafide target 3.0\nbonafide target 4.0\nbonafide nontarget 0.0\nbonafide nontarget 1.0\n"
-                    "A07 spoof 5.0\nA08 spoof 0.5\n")
+    path.write_text(
+        "bonafide target 3.0\nbonafide target 4.0\nbonafide nontarget 0.0\nbonafide nontarget 1.0\n"
+        "A07 spoof 5.0\nA08 spoof 0.5\n"
+    )
     asv = read_asv_scores(path)
     assert asv.keys.tolist() == ["target"] * 2 + ["nontarget"] * 2 + ["spoof"] * 2 and asv.codecs is None
     assert asv.rates() == (1.0, 0.5, 0.0, 0.5)
@@ -100,15 +102,19 @@ def test_reads_the_2019_asv_score_file(tmp_path: Path) -> None:
 
 def test_reads_the_2021_asv_scores_with_their_key(tmp_path: Path) -> None:
     key = tmp_path / "trial_metadata.txt"
-    key.write_text("LA_0007 LA_E_1 none none bonafide target notrim eval\n"
-                   "LA_0008 LA_E_1 none none bonafide nontarget notrim eval\n"  # the same trial, another claim
-                   "LA_0007 LA_E_2 alaw ita_tx bonafide target notrim eval\n"
-                   "LA_0008 LA_E_3 alaw ita_tx bonafide nontarget notrim eval\n"
-                   "LA_0007 LA_E_4 alaw ita_tx A07 spoof notrim eval\n"
-                   "LA_0007 LA_E_5 none none A08 spoof notrim progress\n")
+    key.write_text(
+        "LA_0007 LA_E_1 none none bonafide target notrim eval\n"
+        "LA_0008 LA_E_1 none none bonafide nontarget notrim eval\n"  # the same trial, another claim
+        "LA_0007 LA_E_2 alaw ita_tx bonafide target notrim eval\n"
+        "LA_0008 LA_E_3 alaw ita_tx bonafide nontarget notrim eval\n"
+        "LA_0007 LA_E_4 alaw ita_tx A07 spoof notrim eval\n"
+        "LA_0007 LA_E_5 none none A08 spoof notrim progress\n"
+    )
     scores = tmp_path / "score.txt"
-    scores.write_text("LA_0007 LA_E_1 3.0\nLA_0008 LA_E_1 0.0\nLA_0007 LA_E_2 4.0\nLA_0008 LA_E_3 1.0\n"
-                      "LA_0007 LA_E_4 5.0\nLA_0007 LA_E_5 9.0\n")
+    scores.write_text(
+        "LA_0007 LA_E_1 3.0\nLA_0008 LA_E_1 0.0\nLA_0007 LA_E_2 4.0\nLA_0008 LA_E_3 1.0\n"
+        "LA_0007 LA_E_4 5.0\nLA_0007 LA_E_5 9.0\n"
+    )
     asv = read_asv_scores(scores, key)
     assert asv.scores.tolist() == [3.0, 0.0, 4.0, 1.0, 5.0]  # the progress row left out
     assert asv.codecs.tolist() == ["none", "none", "alaw", "alaw", "alaw"]
@@ -116,19 +122,24 @@ def test_reads_the_2021_asv_scores_with_their_key(tmp_path: Path) -> None:
     assert asv.rates(codec="alaw").threshold == 1.0
     with pytest.raises(UsageError, match=r"score.txt:1: looks like an ASVspoof 2021 ASV score.txt .*--asv-key"):
         read_asv_scores(scores)
-    scores.write_text("LA_0007 LA_E_1 3.0\nLA_0008 LA_E_9 0.0\nLA_0007 LA_E_2 4.0\nLA_0008 LA_E_3 1.0\n"
-                      "LA_0007 LA_E_4 5.0\nLA_0007 LA_E_5 9.0\n")
+    scores.write_text(
+        "LA_0007 LA_E_1 3.0\nLA_0008 LA_E_9 0.0\nLA_0007 LA_E_2 4.0\nLA_0008 LA_E_3 1.0\n"
+        "LA_0007 LA_E_4 5.0\nLA_0007 LA_E_5 9.0\n"
+    )
     with pytest.raises(UsageError, match=r"score.txt:2: trial 'LA_0008 LA_E_9' but .*trial_metadata.txt:2 holds"):
         read_asv_scores(scores, key)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("bonafide target\n", r"asv.txt:1: expected 3 columns 'SOURCE KEY SCORE'"),
-    ("bonafide genuine 1.0\n", r"asv.txt:1: unknown ASV key 'genuine', expected target, nontarget or spoof"),
-    ("bonafide target x\n", r"asv.txt:1: ASV score 'x' is not a number"),
-    ("bonafide target nan\n", r"asv.txt:1: ASV score 'nan' is not finite"),
-    ("", r"asv.txt: ASV score file is empty"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("bonafide target\n", r"asv.txt:1: expected 3 columns 'SOURCE KEY SCORE'"),
+        ("bonafide genuine 1.0\n", r"asv.txt:1: unknown ASV key 'genuine', expected target, nontarget or spoof"),
+        ("bonafide target x\n", r"asv.txt:1: ASV score 'x' is not a number"),
+        ("bonafide target nan\n", r"asv.txt:1: ASV score 'nan' is not finite"),
+        ("", r"asv.txt: ASV score file is empty"),
+    ],
+)
 def test_bad_asv_score_lines_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "asv.txt"
     path.write_text(text)

@@ -86,8 +86,18 @@ def test_fit_reports_every_epoch_with_metrics_and_checkpoint_dir(kmeans_run):
     for metrics, checkpoint_dir, saved_epoch in recorder.reports:
         assert checkpoint_dir == run_dir / "checkpoints"
         assert saved_epoch == metrics["epoch"] - 1  # last.pt is written before the report
-        for key in ("dev_eer", "dev_threshold", "train_loss", "train_attraction", "train_repulsion", "train_ce",
-                    "lr", "head_lr", "best_dev_eer", "best_epoch"):
+        for key in (
+            "dev_eer",
+            "dev_threshold",
+            "train_loss",
+            "train_attraction",
+            "train_repulsion",
+            "train_ce",
+            "lr",
+            "head_lr",
+            "best_dev_eer",
+            "best_epoch",
+        ):
             assert math.isfinite(metrics[key]), key
         assert 0.0 <= metrics["dev_eer"] <= 1.0
         assert any(key.startswith("cluster_") for key in metrics)
@@ -99,8 +109,9 @@ def test_fit_reports_every_epoch_with_metrics_and_checkpoint_dir(kmeans_run):
     assert lrs[0] > lrs[1] > lrs[2]  # cosine decay over train.epochs
     assert read_history(run_dir) == [m for m, _, _ in recorder.reports]
     assert result.run_dir == run_dir
-    assert (result.best_epoch, result.best_dev_eer) == min(((m["epoch"], m["dev_eer"]) for m, _, _ in recorder.reports),
-                                                           key=lambda pair: pair[1])
+    assert (result.best_epoch, result.best_dev_eer) == min(
+        ((m["epoch"], m["dev_eer"]) for m, _, _ in recorder.reports), key=lambda pair: pair[1]
+    )
 
 
 def test_fitting_a_finished_run_again_trains_nothing_and_gives_its_result(kmeans_run):
@@ -191,8 +202,11 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, sets):
 def test_resume_restores_the_torch_random_state(monkeypatch, tmp_path):
     # the tiny model has no dropout: draw from torch's RNG in the loss so the history depends on it
     real = cbl.engine.trainer.compute_loss
-    monkeypatch.setattr(cbl.engine.trainer, "compute_loss",
-                        lambda *a, **k: (lambda p: p._replace(total=p.total + 1e-3 * torch.rand(())))(real(*a, **k)))
+    monkeypatch.setattr(
+        cbl.engine.trainer,
+        "compute_loss",
+        lambda *a, **k: (lambda p: p._replace(total=p.total + 1e-3 * torch.rand(())))(real(*a, **k)),
+    )
     config = tiny_config("loss.type=ce_only")
     fit(config, None, tmp_path / "whole")
     with pytest.raises(Interrupted):
@@ -272,7 +286,9 @@ def test_non_finite_gradient_norm_stops_the_run(monkeypatch, tmp_path):
 
 
 def test_non_finite_dev_scores_stop_the_run(monkeypatch, tmp_path):
-    monkeypatch.setattr(cbl.engine.trainer, "score_embeddings", lambda outputs, *a, **k: outputs["logits"][:, 0].numpy() * math.nan)
+    monkeypatch.setattr(
+        cbl.engine.trainer, "score_embeddings", lambda outputs, *a, **k: outputs["logits"][:, 0].numpy() * math.nan
+    )
     with pytest.raises(TrainingDiverged, match=r"dev scores became non-finite at epoch 1"):
         fit(tiny_config("loss.type=ce_only", "train.epochs=1"), None, tmp_path)
     assert read_history(tmp_path) == []
@@ -289,8 +305,13 @@ def test_gradient_accumulation_and_clipping(monkeypatch, tmp_path, accum, clip):
         return real(parameters, max_norm)
 
     monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
-    config = tiny_config("loss.type=ce_only", "train.epochs=1", "train.max_steps_per_epoch=4",
-                         f"optim.grad_accum={accum}", f"optim.grad_clip={clip}")
+    config = tiny_config(
+        "loss.type=ce_only",
+        "train.epochs=1",
+        "train.max_steps_per_epoch=4",
+        f"optim.grad_accum={accum}",
+        f"optim.grad_clip={clip}",
+    )
     fit(config, None, tmp_path)
     step = _final_state(tmp_path)["step"]
     assert step == 4 // accum

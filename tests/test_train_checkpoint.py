@@ -116,6 +116,8 @@ def test_checkpoint_of_an_incompatible_config_is_refused(saved, tmp_path):
     payload["config"]["loss"]["flavour"] = "x"
     bad = tmp_path / "old.pt"
     torch.save(payload, bad)
-    with pytest.raises(CheckpointError, match=r"old\.pt: its config does not load with this version of cbl: .*loss\.flavour"):
+    with pytest.raises(
+        CheckpointError, match=r"old\.pt: its config does not load with this version of cbl: .*loss\.flavour"
+    ):
         load_checkpoint(bad)
     shutil.rmtree(saved.parent)

@@ -41,8 +41,15 @@ SCRIPT = textwrap.dedent("""
 def test_sweep_runs_trials_on_both_nodes(tmp_path):
     env = {**os.environ, "CBL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     env.pop("RAY_ADDRESS", None)
-    args = ["run", str(SPACES / "loss_type.yaml"), "--demo", "--storage", str(tmp_path / "runs"), "--no-final-eval",
-            *as_set_args((*TINY_SWEEP, "train.epochs=1", "loss.num_clusters=2"))]
+    args = [
+        "run",
+        str(SPACES / "loss_type.yaml"),
+        "--demo",
+        "--storage",
+        str(tmp_path / "runs"),
+        "--no-final-eval",
+        *as_set_args((*TINY_SWEEP, "train.epochs=1", "loss.num_clusters=2")),
+    ]
     proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     trials = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "loss_type" / "trials").glob("*/trial.json")]

@@ -19,5 +19,17 @@ from cbl.bench.core import SIZES, BenchContext, Row, Sizes, format_table, machin
 from cbl.bench.run import MEASUREMENTS, OPT_IN, parse_only, run_bench, sizes_for
 from cbl.bench.search import replay_search
 
-__all__ = ["MEASUREMENTS", "OPT_IN", "SIZES", "BenchContext", "Row", "Sizes", "format_table", "machine_info",
-           "parse_only", "replay_search", "run_bench", "sizes_for"]
+__all__ = [
+    "MEASUREMENTS",
+    "OPT_IN",
+    "SIZES",
+    "BenchContext",
+    "Row",
+    "Sizes",
+    "format_table",
+    "machine_info",
+    "parse_only",
+    "replay_search",
+    "run_bench",
+    "sizes_for",
+]

@@ -15,7 +15,18 @@ import torch
 from cbl.config import resolve_config
 from cbl.engine import available_cpus, read_history
 
-__all__ = ["SIZES", "BenchContext", "Row", "Sizes", "base_model_dir", "demo_config", "demo_sets", "epoch_seconds", "format_table", "machine_info"]
+__all__ = [
+    "SIZES",
+    "BenchContext",
+    "Row",
+    "Sizes",
+    "base_model_dir",
+    "demo_config",
+    "demo_sets",
+    "epoch_seconds",
+    "format_table",
+    "machine_info",
+]
 
 
 @dataclass(frozen=True)
@@ -37,25 +48,67 @@ class Sizes:
     ray_epochs: int  # epochs of the 1-trial sweep and its direct twin
 
 
-_GRID_12 = (("loss.type", ("cluster_only", "combined", "ce_only")), ("model.pooling", ("mean", "max")),
-            ("optim.lr", (1.0e-3, 3.0e-3)))
+_GRID_12 = (
+    ("loss.type", ("cluster_only", "combined", "ce_only")),
+    ("model.pooling", ("mean", "max")),
+    ("optim.lr", (1.0e-3, 3.0e-3)),
+)
 
 
-_GRID_18 = (("loss.type", ("cluster_only", "combined", "ce_only")), ("model.pooling", ("mean", "max")),
-            ("optim.lr", (5.0e-4, 1.0e-3, 3.0e-3)))
+_GRID_18 = (
+    ("loss.type", ("cluster_only", "combined", "ce_only")),
+    ("model.pooling", ("mean", "max")),
+    ("optim.lr", (5.0e-4, 1.0e-3, 3.0e-3)),
+)
 
 
 SIZES: dict[str, Sizes] = {
     # for the tests: seconds, not a measurement
-    "tiny": Sizes("tiny", utterances=24, seconds=0.25, epochs=2, pairs=1, loader_batches=2, refresh_sizes=(100, 200),
-                  grid=(("loss.type", ("cluster_only", "ce_only")), ("model.pooling", ("mean", "max"))),
-                  grid_epochs=3, replay_seeds=3, eval_utterances=8, eval_max_seconds=0.75, ray_epochs=2),
-    "quick": Sizes("quick", utterances=160, seconds=0.5, epochs=3, pairs=2, loader_batches=10,
-                   refresh_sizes=(1000, 5000, 25000), grid=_GRID_12, grid_epochs=6, replay_seeds=200,
-                   eval_utterances=96, eval_max_seconds=8.0, ray_epochs=4),
-    "full": Sizes("full", utterances=480, seconds=1.0, epochs=4, pairs=3, loader_batches=30,
-                  refresh_sizes=(1000, 5000, 25000, 100000), grid=_GRID_18, grid_epochs=9, replay_seeds=500,
-                  eval_utterances=320, eval_max_seconds=8.0, ray_epochs=6),
+    "tiny": Sizes(
+        "tiny",
+        utterances=24,
+        seconds=0.25,
+        epochs=2,
+        pairs=1,
+        loader_batches=2,
+        refresh_sizes=(100, 200),
+        grid=(("loss.type", ("cluster_only", "ce_only")), ("model.pooling", ("mean", "max"))),
+        grid_epochs=3,
+        replay_seeds=3,
+        eval_utterances=8,
+        eval_max_seconds=0.75,
+        ray_epochs=2,
+    ),
+    "quick": Sizes(
+        "quick",
+        utterances=160,
+        seconds=0.5,
+        epochs=3,
+        pairs=2,
+        loader_batches=10,
+        refresh_sizes=(1000, 5000, 25000),
+        grid=_GRID_12,
+        grid_epochs=6,
+        replay_seeds=200,
+        eval_utterances=96,
+        eval_max_seconds=8.0,
+        ray_epochs=4,
+    ),
+    "full": Sizes(
+        "full",
+        utterances=480,
+        seconds=1.0,
+        epochs=4,
+        pairs=3,
+        loader_batches=30,
+        refresh_sizes=(1000, 5000, 25000, 100000),
+        grid=_GRID_18,
+        grid_epochs=9,
+        replay_seeds=500,
+        eval_utterances=320,
+        eval_max_seconds=8.0,
+        ray_epochs=6,
+    ),
 }
 
 
@@ -103,16 +156,28 @@ def demo_sets(ctx: BenchContext, model: str = "tiny", **extra: Any) -> list[str]
     s = ctx.sizes
     length = int(s.seconds * 16000)
     items = {
-        "data.demo_utterances": s.utterances, "data.demo_seconds": s.seconds,
-        "data.max_len": length, "data.eval_window": length, "train.epochs": s.epochs,
-        "train.num_threads": ctx.threads, "train.device": ctx.device,
-        "centers.init_max_utterances": min(64, s.utterances), "loss.num_clusters": 4 if s.name == "tiny" else 10,
+        "data.demo_utterances": s.utterances,
+        "data.demo_seconds": s.seconds,
+        "data.max_len": length,
+        "data.eval_window": length,
+        "train.epochs": s.epochs,
+        "train.num_threads": ctx.threads,
+        "train.device": ctx.device,
+        "centers.init_max_utterances": min(64, s.utterances),
+        "loss.num_clusters": 4 if s.name == "tiny" else 10,
     }
     if model == "base":
         # the real fine-tuning settings and crop length (the demo profile's are for a random tiny model)
-        items.update({"model.ssl": str(base_model_dir(ctx)), "model.embedding_dim": 256,
-                      "model.freeze_feature_encoder": True, "optim.lr": 1.0e-5, "optim.head_lr": 1.0e-3,
-                      "data.max_len": 64600})
+        items.update(
+            {
+                "model.ssl": str(base_model_dir(ctx)),
+                "model.embedding_dim": 256,
+                "model.freeze_feature_encoder": True,
+                "optim.lr": 1.0e-5,
+                "optim.head_lr": 1.0e-3,
+                "data.max_len": 64600,
+            }
+        )
     items.update(extra)
     return [f"{k}={v}" for k, v in items.items()]
 
@@ -157,10 +222,15 @@ def machine_info() -> dict[str, Any]:
         except ImportError:
             versions[name] = None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "cores_usable": available_cpus(),
-        "memory_gib": round(memory_kib / 2**20, 1), "load_average": list(os.getloadavg()),
-        "python": platform.python_version(), "torch": torch.__version__,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, **versions,
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_usable": available_cpus(),
+        "memory_gib": round(memory_kib / 2**20, 1),
+        "load_average": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        **versions,
     }
 
 
@@ -177,11 +247,22 @@ def _number(value: float | None, unit: str) -> str:
 def format_table(rows: Sequence[Row]) -> str:
     """The one table: what, side A, side B, A/B, target, met."""
     header = ("#", "measurement", "A", "B", "A/B", "target", "met")
-    lines = [(r.id, r.what, f"{r.a_label} {_number(r.a, r.unit)}",
-              f"{r.b_label} {_number(r.b, r.unit)}", "-" if r.ratio is None else f"{r.ratio:.3g}", r.target,
-              {True: "yes", False: "NO", None: "-"}[r.met]) for r in rows]
+    lines = [
+        (
+            r.id,
+            r.what,
+            f"{r.a_label} {_number(r.a, r.unit)}",
+            f"{r.b_label} {_number(r.b, r.unit)}",
+            "-" if r.ratio is None else f"{r.ratio:.3g}",
+            r.target,
+            {True: "yes", False: "NO", None: "-"}[r.met],
+        )
+        for r in rows
+    ]
     widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(len(header))]
-    out = ["  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in [header, *lines]]
+    out = [
+        "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip() for cells in [header, *lines]
+    ]
     out.insert(1, "  ".join("-" * w for w in widths))
     out += [f"  {r.id}: {r.note}" for r in rows if r.note]
     return "\n".join(out)

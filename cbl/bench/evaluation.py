@@ -34,14 +34,35 @@ def measure_eval_throughput(ctx: BenchContext) -> list[Row]:
         speed = {side: statistics.median(r[0] for r in runs) for side, runs in results.items()}
         memory = {side: max(r[1] for r in runs) for side, runs in results.items()}
         suffix = "b" if model == "base" else ""
-        what = f"{len(records)} utterances of {_eval_low(ctx):g}-{ctx.sizes.eval_max_seconds:g} s (log-uniform), " \
-               f"batch {config.train.eval_batch_size}, {model} model"
-        rows.append(Row(f"6{suffix}", f"eval throughput: length-bucketed vs padded in protocol order ({what})",
-                        "bucketed", speed["bucketed"], "naive", speed["naive"], "utt/s", "ratio >= 2",
-                        speed["bucketed"] / speed["naive"] >= 2))
-        rows.append(Row(f"6{suffix}.mem", f"eval peak memory: bucketed vs naive ({model} model)", "bucketed",
-                        memory["bucketed"], "naive", memory["naive"], "MiB",
-                        note="peak GPU memory allocated" if ctx.device == "cuda" else "peak RSS growth of the process"))
+        what = (
+            f"{len(records)} utterances of {_eval_low(ctx):g}-{ctx.sizes.eval_max_seconds:g} s (log-uniform), "
+            f"batch {config.train.eval_batch_size}, {model} model"
+        )
+        rows.append(
+            Row(
+                f"6{suffix}",
+                f"eval throughput: length-bucketed vs padded in protocol order ({what})",
+                "bucketed",
+                speed["bucketed"],
+                "naive",
+                speed["naive"],
+                "utt/s",
+                "ratio >= 2",
+                speed["bucketed"] / speed["naive"] >= 2,
+            )
+        )
+        rows.append(
+            Row(
+                f"6{suffix}.mem",
+                f"eval peak memory: bucketed vs naive ({model} model)",
+                "bucketed",
+                memory["bucketed"],
+                "naive",
+                memory["naive"],
+                "MiB",
+                note="peak GPU memory allocated" if ctx.device == "cuda" else "peak RSS growth of the process",
+            )
+        )
     return rows
 
 
@@ -50,15 +71,16 @@ def _eval_records(ctx: BenchContext):
     folder = ctx.work_dir / "eval_audio"
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    seconds = np.exp(rng.uniform(math.log(_eval_low(ctx)), math.log(ctx.sizes.eval_max_seconds), ctx.sizes.eval_utterances))
+    seconds = np.exp(
+        rng.uniform(math.log(_eval_low(ctx)), math.log(ctx.sizes.eval_max_seconds), ctx.sizes.eval_utterances)
+    )
     records = []
     for index, length in enumerate(seconds):
         path = folder / f"utt{index:05d}.flac"
         if not path.is_file():
             # noise: the model's cost depends on the length, not on what it hears
             sf.write(path, (0.1 * rng.standard_normal(int(length * 16000))).astype(np.float32), 16000)
-        records.append(Record(utt_id=f"utt{index:05d}", path=str(path), label=index % 2, attack="-",
-                              speaker="bench"))
+        records.append(Record(utt_id=f"utt{index:05d}", path=str(path), label=index % 2, attack="-", speaker="bench"))
     return records
 
 
@@ -79,8 +101,7 @@ def _score_throughput(ctx: BenchContext, config, records, *, bucketed: bool) -> 
     if bucketed:
         loader = make_eval_loader(records, config.data, batch_size=batch_size)
     else:
-        loader = DataLoader(EvalDataset(records, config.data), batch_size=batch_size, shuffle=False,
-                            collate_fn=collate)
+        loader = DataLoader(EvalDataset(records, config.data), batch_size=batch_size, shuffle=False, collate_fn=collate)
     count = 0
     with torch.no_grad():
         for batch in loader:

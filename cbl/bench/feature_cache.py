@@ -29,7 +29,10 @@ def measure_feature_cache(ctx: BenchContext) -> list[Row]:
     start from an empty cache folder. Then the dev EER of every config and epoch is
     compared between the two sides: the cache must not change what is learnt.
     """
-    points = [dict(zip([k for k, _ in _HEAD_GRID], values, strict=True)) for values in itertools.product(*[v for _, v in _HEAD_GRID])]
+    points = [
+        dict(zip([k for k, _ in _HEAD_GRID], values, strict=True))
+        for values in itertools.product(*[v for _, v in _HEAD_GRID])
+    ]
     epochs = ctx.sizes.epochs + 2  # head-only sweeps train longer (search_spaces/head_only.yaml: 20 epochs)
     seconds: dict[str, float] = {}
     eers: dict[str, list[list[float]]] = {"cache": [], "audio": []}
@@ -39,26 +42,60 @@ def measure_feature_cache(ctx: BenchContext) -> list[Row]:
         started = time.perf_counter()
         for i, point in enumerate(points):
             ctx.echo(f"  [8] {side} config {i + 1}/{len(points)} {point}")
-            sets: dict[str, Any] = {"model.freeze_ssl": True, "data.train_crop": "fixed", "train.epochs": epochs,
-                                    "centers.refresh_every": 1, "train.feature_cache": side == "cache",
-                                    "train.feature_cache_dir": str(root / "feature_cache"), **point}
+            sets: dict[str, Any] = {
+                "model.freeze_ssl": True,
+                "data.train_crop": "fixed",
+                "train.epochs": epochs,
+                "centers.refresh_every": 1,
+                "train.feature_cache": side == "cache",
+                "train.feature_cache_dir": str(root / "feature_cache"),
+                **point,
+            }
             config = demo_config(ctx, **sets)
             fit(config, None, root / f"run{i}")
             eers[side].append([float(h["dev_eer"]) for h in read_history(root / f"run{i}")])
         seconds[side] = time.perf_counter() - started
         if side == "cache":
             cache_bytes = sum(e["bytes"] for e in describe_cache(root / "feature_cache"))
-    worst = max(abs(a - b) for ca, cb in zip(eers["cache"], eers["audio"], strict=True) for a, b in zip(ca, cb, strict=True))
+    worst = max(
+        abs(a - b) for ca, cb in zip(eers["cache"], eers["audio"], strict=True) for a, b in zip(ca, cb, strict=True)
+    )
     sweep = f"{len(points)} configs x {epochs} epochs, frozen tiny front-end, {ctx.sizes.utterances} utt/split"
     return [
-        Row("8", "frozen-feature cache: head-only sweep time, cache vs audio", "cache", seconds["cache"],
-            "audio", seconds["audio"], "s", "ratio <= 0.2", seconds["cache"] / seconds["audio"] <= 0.2,
-            note=f"{sweep}; end to end incl. model builds and the cache's one pass (direct fits, no Ray)"),
-        Row("8.eer", "frozen-feature cache: largest |dev EER difference| over configs and epochs", "|diff|", worst,
-            "dev EER", statistics.mean(e for run in eers["audio"] for e in run), "", "difference = 0",
-            worst <= 1e-9, note="the same config and seed with and without the cache"),
-        Row("8.size", "frozen-feature cache: size on disk (train + dev)", "cache", cache_bytes / 2**20, "", None,
-            "MiB", note="float32 front-end states, one layer"),
+        Row(
+            "8",
+            "frozen-feature cache: head-only sweep time, cache vs audio",
+            "cache",
+            seconds["cache"],
+            "audio",
+            seconds["audio"],
+            "s",
+            "ratio <= 0.2",
+            seconds["cache"] / seconds["audio"] <= 0.2,
+            note=f"{sweep}; end to end incl. model builds and the cache's one pass (direct fits, no Ray)",
+        ),
+        Row(
+            "8.eer",
+            "frozen-feature cache: largest |dev EER difference| over configs and epochs",
+            "|diff|",
+            worst,
+            "dev EER",
+            statistics.mean(e for run in eers["audio"] for e in run),
+            "",
+            "difference = 0",
+            worst <= 1e-9,
+            note="the same config and seed with and without the cache",
+        ),
+        Row(
+            "8.size",
+            "frozen-feature cache: size on disk (train + dev)",
+            "cache",
+            cache_bytes / 2**20,
+            "",
+            None,
+            "MiB",
+            note="float32 front-end states, one layer",
+        ),
     ]
 
 
@@ -73,27 +110,63 @@ def measure_feature_cache_sweep(ctx: BenchContext) -> list[Row]:
     space = Path(__file__).resolve().parents[2] / "search_spaces" / "head_only.yaml"
     if not space.is_file():
         raise CblError(f"bench: {space} is missing (the head-only sweep ships with the repository)")
-    sets = [f"data.demo_utterances={ctx.sizes.utterances}", f"data.demo_seconds={ctx.sizes.seconds}",
-            f"train.num_threads={ctx.threads}", f"train.device={ctx.device}"]
+    sets = [
+        f"data.demo_utterances={ctx.sizes.utterances}",
+        f"data.demo_seconds={ctx.sizes.seconds}",
+        f"train.num_threads={ctx.threads}",
+        f"train.device={ctx.device}",
+    ]
     wall, train = {}, {}
     for side in ("cache", "audio"):
         folder = Path(tempfile.mkdtemp(prefix=f"heads-{side}-", dir=ctx.work_dir))
-        command = [sys.executable, "-m", "cbl", "run", str(space), "--demo", "--storage", str(folder),
-                   "--no-final-eval", "--set", f"train.feature_cache={'true' if side == 'cache' else 'false'}"]
+        command = [
+            sys.executable,
+            "-m",
+            "cbl",
+            "run",
+            str(space),
+            "--demo",
+            "--storage",
+            str(folder),
+            "--no-final-eval",
+            "--set",
+            f"train.feature_cache={'true' if side == 'cache' else 'false'}",
+        ]
         command += [arg for item in sets for arg in ("--set", item)]
         ctx.echo(f"  [8] head_only.yaml --demo through Ray, {side}")
         run = run_measured(command, folder / "run.log", spawns_children=True)
         if run["returncode"] != 0:
-            raise CblError(f"bench: the head-only sweep ({side}) failed (exit {run['returncode']}); "
-                           f"see {folder / 'run.log'}")
+            raise CblError(
+                f"bench: the head-only sweep ({side}) failed (exit {run['returncode']}); see {folder / 'run.log'}"
+            )
         wall[side] = run["seconds"]
-        train[side] = sum(float(h["epoch_seconds"]) for metrics in folder.glob("head_only/trials/*/metrics.jsonl")
-                          for h in read_history(metrics.parent))
+        train[side] = sum(
+            float(h["epoch_seconds"])
+            for metrics in folder.glob("head_only/trials/*/metrics.jsonl")
+            for h in read_history(metrics.parent)
+        )
     return [
-        Row("8.ray", "head_only.yaml --demo through Ray (cbl-search run, 8 trials): cache vs audio, wall time",
-            "cache", wall["cache"], "audio", wall["audio"], "s", "ratio <= 0.2", wall["cache"] / wall["audio"] <= 0.2,
+        Row(
+            "8.ray",
+            "head_only.yaml --demo through Ray (cbl-search run, 8 trials): cache vs audio, wall time",
+            "cache",
+            wall["cache"],
+            "audio",
+            wall["audio"],
+            "s",
+            "ratio <= 0.2",
+            wall["cache"] / wall["audio"] <= 0.2,
             note="cold runs incl. Ray start-up and trial start-up; the two sweeps may sample different trials "
-                 "(trials run two at a time)"),
-        Row("8.train", "the same sweeps: training time summed over trials (epoch_seconds)", "cache", train["cache"],
-            "audio", train["audio"], "s", "report"),
+            "(trials run two at a time)",
+        ),
+        Row(
+            "8.train",
+            "the same sweeps: training time summed over trials (epoch_seconds)",
+            "cache",
+            train["cache"],
+            "audio",
+            train["audio"],
+            "s",
+            "report",
+        ),
     ]

@@ -36,8 +36,12 @@ def run_measured(command: list[str], log: Path, *, spawns_children: bool = False
     process.returncode = os.waitstatus_to_exitcode(status)
     if not spawns_children:
         peak_self = max(peak_self, rusage.ru_maxrss)  # KiB on Linux
-    return {"returncode": process.returncode, "seconds": time.monotonic() - started,
-            "peak_self_mib": peak_self / 1024, "peak_tree_mib": peak_tree / 1024}
+    return {
+        "returncode": process.returncode,
+        "seconds": time.monotonic() - started,
+        "peak_self_mib": peak_self / 1024,
+        "peak_tree_mib": peak_tree / 1024,
+    }
 
 
 def proc_kib(pid: int, field_name: str, file: str = "status") -> int:

@@ -32,8 +32,12 @@ def measure_rawboost(ctx: BenchContext) -> list[Row]:
         draw = np.random.default_rng(0)
         t = np.arange(64600) / 16000.0
         voiced = sum(np.sin(2 * np.pi * 140.0 * k * t) / k for k in range(1, 25))
-        utterances = [(0.3 * np.abs(np.sin(2 * np.pi * 1.5 * t + i)) * voiced + 0.01 * draw.standard_normal(t.size))
-                      .astype(np.float32) for i in range(count)]
+        utterances = [
+            (0.3 * np.abs(np.sin(2 * np.pi * 1.5 * t + i)) * voiced + 0.01 * draw.standard_normal(t.size)).astype(
+                np.float32
+            )
+            for i in range(count)
+        ]
         rates: dict[str, list[float]] = {"published": [], "previous": []}
         sides = {"published": lambda x, rng: apply_rawboost(x, 4, rng), "previous": algorithm_4}
         for round_ in range(max(2, ctx.sizes.pairs)):
@@ -45,8 +49,19 @@ def measure_rawboost(ctx: BenchContext) -> list[Row]:
     finally:
         torch.set_num_threads(previous_threads)
     published, previous = statistics.median(rates["published"]), statistics.median(rates["previous"])
-    return [Row("9", "RawBoost algo 4 (1+2+3) on 4-s audio, one thread: as published (vectorised) vs the previous "
-                "implementation (utterances/s)", "published", published, "previous", previous, "utt/s",
-                f"published >= {RAWBOOST_TARGET:.0f}", published >= RAWBOOST_TARGET,
-                note=f"64,600-sample speech-like signals, {count} per side and round, median of "
-                     f"{len(rates['published'])} ABAB rounds")]
+    return [
+        Row(
+            "9",
+            "RawBoost algo 4 (1+2+3) on 4-s audio, one thread: as published (vectorised) vs the previous "
+            "implementation (utterances/s)",
+            "published",
+            published,
+            "previous",
+            previous,
+            "utt/s",
+            f"published >= {RAWBOOST_TARGET:.0f}",
+            published >= RAWBOOST_TARGET,
+            note=f"64,600-sample speech-like signals, {count} per side and round, median of "
+            f"{len(rates['published'])} ABAB rounds",
+        )
+    ]

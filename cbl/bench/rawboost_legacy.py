@@ -93,8 +93,9 @@ def ssi_coloured_noise(
     return source + noise
 
 
-def algorithm_4(x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000,
-                params: RawBoostParams = RawBoostParams()) -> np.ndarray:
+def algorithm_4(
+    x: np.ndarray, rng: np.random.Generator, sample_rate: int = 16000, params: RawBoostParams = RawBoostParams()
+) -> np.ndarray:
     """The old algorithm 4 (LnL, ISD, SSI in series): float32 ``(T,)``; all the bench times."""
     y = lnl_convolutive_noise(x.astype(np.float64), rng, params, sample_rate)
     y = ssi_coloured_noise(isd_impulsive_noise(y, rng, params), rng, params, sample_rate)

@@ -46,19 +46,25 @@ OPT_IN = ("full_size",)
 
 
 def parse_only(text: str | None) -> list[str]:
-    """``--only a,b`` -> measurement names in table order (none: all but ``OPT_IN``); UsageError naming an unknown one."""
+    """``--only a,b`` -> measurement names in table order (none: all but ``OPT_IN``).
+
+    Raises UsageError naming an unknown one.
+    """
     if not text:
         return [n for n in MEASUREMENTS if n not in OPT_IN]
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in MEASUREMENTS]
     if unknown or not names:
-        raise UsageError(f"--only {text!r}: unknown measurement {', '.join(unknown) or '(none given)'}; "
-                         f"expected some of: {', '.join(MEASUREMENTS)}")
+        raise UsageError(
+            f"--only {text!r}: unknown measurement {', '.join(unknown) or '(none given)'}; "
+            f"expected some of: {', '.join(MEASUREMENTS)}"
+        )
     return [n for n in MEASUREMENTS if n in names]
 
 
-def run_bench(sizes: Sizes, names: Sequence[str], out: Path, *, echo: Callable[[str], None] = print,
-              work_dir: Path | None = None) -> dict[str, Any]:
+def run_bench(
+    sizes: Sizes, names: Sequence[str], out: Path, *, echo: Callable[[str], None] = print, work_dir: Path | None = None
+) -> dict[str, Any]:
     """Run the named measurements, print the table and the machine, write the JSON (atomically) to ``out``."""
     started = time.monotonic()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -72,12 +78,20 @@ def run_bench(sizes: Sizes, names: Sequence[str], out: Path, *, echo: Callable[[
             rows += MEASUREMENTS[name](ctx)
             echo(f"  {name}: {time.monotonic() - t0:.0f} s")
     seconds = time.monotonic() - started
-    echo(f"\ncbl-search bench ({sizes.name}): {seconds:.0f} s on {machine['cpu']}, {machine['cores_usable']} cores, "
-         f"torch {machine['torch']}, GPU {machine['gpu'] or 'none'}; torch threads per run: {ctx.threads}")
+    echo(
+        f"\ncbl-search bench ({sizes.name}): {seconds:.0f} s on {machine['cpu']}, {machine['cores_usable']} cores, "
+        f"torch {machine['torch']}, GPU {machine['gpu'] or 'none'}; torch threads per run: {ctx.threads}"
+    )
     echo(format_table(rows))
-    result = {"sizes": asdict(sizes), "machine": machine, "seconds": seconds, "device": device,
-              "measurements": list(names), "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
-              "data": ctx.cache.get("data", {})}
+    result = {
+        "sizes": asdict(sizes),
+        "machine": machine,
+        "seconds": seconds,
+        "device": device,
+        "measurements": list(names),
+        "rows": [{**asdict(r), "ratio": r.ratio} for r in rows],
+        "data": ctx.cache.get("data", {}),
+    }
     atomic_write_text(out, json.dumps(result, indent=1, default=str) + "\n")
     echo(f"numbers written to {out}")
     return result

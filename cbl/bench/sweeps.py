@@ -43,8 +43,17 @@ def _sweep_and_direct(ctx: BenchContext) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="sweep-", dir=ctx.work_dir))
     space = folder / "space.yaml"
     space.write_text(_RAY_SPACE.format(gpu=1 if ctx.device == "cuda" else 0))
-    command = [sys.executable, "-m", "cbl", "run", str(space), "--demo", "--storage", str(folder / "runs"),
-               "--no-final-eval"] + [arg for item in sets for arg in ("--set", item)]
+    command = [
+        sys.executable,
+        "-m",
+        "cbl",
+        "run",
+        str(space),
+        "--demo",
+        "--storage",
+        str(folder / "runs"),
+        "--no-final-eval",
+    ] + [arg for item in sets for arg in ("--set", item)]
     ctx.echo("  [2/7] 1-trial sweep through Ray (cbl-search run)")
     sweep = run_measured(command, folder / "sweep.log", spawns_children=True)
     trials = sorted((folder / "runs" / "bench_ray" / "trials").glob("*/metrics.jsonl"))
@@ -52,13 +61,29 @@ def _sweep_and_direct(ctx: BenchContext) -> dict[str, Any]:
         raise CblError(f"bench: the 1-trial sweep failed (exit {sweep['returncode']}); see {folder / 'sweep.log'}")
     save_config(config, folder / "direct.yaml")
     ctx.echo("  [2/7] the same configuration called directly (cbl-search train)")
-    direct = run_measured([sys.executable, "-m", "cbl", "train", str(folder / "direct.yaml"), "--out",
-                            str(folder / "direct"), "--no-progress"], folder / "direct.log")
+    direct = run_measured(
+        [
+            sys.executable,
+            "-m",
+            "cbl",
+            "train",
+            str(folder / "direct.yaml"),
+            "--out",
+            str(folder / "direct"),
+            "--no-progress",
+        ],
+        folder / "direct.log",
+    )
     if direct["returncode"] != 0:
-        raise CblError(f"bench: the direct training run failed (exit {direct['returncode']}); "
-                       f"see {folder / 'direct.log'}")
-    ctx.cache["sweep"] = {"sweep": sweep, "direct": direct, "trial_epochs": epoch_seconds(trials[0].parent),
-                          "direct_epochs": epoch_seconds(folder / "direct")}
+        raise CblError(
+            f"bench: the direct training run failed (exit {direct['returncode']}); see {folder / 'direct.log'}"
+        )
+    ctx.cache["sweep"] = {
+        "sweep": sweep,
+        "direct": direct,
+        "trial_epochs": epoch_seconds(trials[0].parent),
+        "direct_epochs": epoch_seconds(folder / "direct"),
+    }
     return ctx.cache["sweep"]
 
 
@@ -66,9 +91,20 @@ def measure_ray_trial(ctx: BenchContext) -> list[Row]:
     """Time per epoch of a trial inside Ray Tune vs the same fit called directly (start-up excluded)."""
     result = _sweep_and_direct(ctx)
     a, b = statistics.median(result["trial_epochs"]), statistics.median(result["direct_epochs"])
-    return [Row("2", "time per epoch: a trial inside Ray Tune vs the same fit called directly", "Ray trial", a,
-                "direct fit", b, "s", "ratio <= 1.10", a / b <= 1.10,
-                note=f"median of {len(result['trial_epochs'])} epochs per side (first dropped); start-up excluded")]
+    return [
+        Row(
+            "2",
+            "time per epoch: a trial inside Ray Tune vs the same fit called directly",
+            "Ray trial",
+            a,
+            "direct fit",
+            b,
+            "s",
+            "ratio <= 1.10",
+            a / b <= 1.10,
+            note=f"median of {len(result['trial_epochs'])} epochs per side (first dropped); start-up excluded",
+        )
+    ]
 
 
 def measure_memory(ctx: BenchContext) -> list[Row]:
@@ -76,9 +112,24 @@ def measure_memory(ctx: BenchContext) -> list[Row]:
     result = _sweep_and_direct(ctx)
     trial = result["direct"]["peak_self_mib"]
     return [
-        Row("7a", "peak RSS: sweep driver (cbl-search run) vs one trial (cbl-search train)", "driver",
-            result["sweep"]["peak_self_mib"], "trial", trial, "MiB"),
-        Row("7b", "peak RSS: all processes of a 1-trial sweep (driver + Ray + trial) vs one trial", "sweep",
-            result["sweep"]["peak_tree_mib"], "trial", trial, "MiB", note="peak of the summed PSS (shared pages "
-            "split between processes) over the driver's process tree, sampled every 0.25 s"),
+        Row(
+            "7a",
+            "peak RSS: sweep driver (cbl-search run) vs one trial (cbl-search train)",
+            "driver",
+            result["sweep"]["peak_self_mib"],
+            "trial",
+            trial,
+            "MiB",
+        ),
+        Row(
+            "7b",
+            "peak RSS: all processes of a 1-trial sweep (driver + Ray + trial) vs one trial",
+            "sweep",
+            result["sweep"]["peak_tree_mib"],
+            "trial",
+            trial,
+            "MiB",
+            note="peak of the summed PSS (shared pages "
+            "split between processes) over the driver's process tree, sampled every 0.25 s",
+        ),
     ]

@@ -34,27 +34,51 @@ def measure_cluster_loss(ctx: BenchContext) -> list[Row]:
                     fit(config, None, run_dir)
                     times[loss] += epoch_seconds(Path(run_dir))
         a, b = statistics.median(times["cluster_only"]), statistics.median(times["ce_only"])
-        rows.append(Row("1" + ("b" if model == "base" else ""), f"time per epoch, {model} model: cluster_only + "
-                        "refresh vs ce_only", "cluster", a, "ce_only", b, "s", "ratio <= 1.05",
-                        a / b <= 1.05, note=f"median of {len(times['ce_only'])} epochs per side, ABAB"))
+        rows.append(
+            Row(
+                "1" + ("b" if model == "base" else ""),
+                f"time per epoch, {model} model: cluster_only + refresh vs ce_only",
+                "cluster",
+                a,
+                "ce_only",
+                b,
+                "s",
+                "ratio <= 1.05",
+                a / b <= 1.05,
+                note=f"median of {len(times['ce_only'])} epochs per side, ABAB",
+            )
+        )
     return rows
 
 
 def measure_data_loading(ctx: BenchContext) -> list[Row]:
-    """Utterances/s of the train DataLoader alone (RawBoost off, then algo 4) vs a training step on preloaded batches."""
+    """Utterances/s of the train DataLoader alone (RawBoost off, then algo 4) vs a training step on batches in
+    memory."""
     rows = []
     for model in ctx.models:
         consumed = _model_throughput(ctx, model)
         for algo, label in ((0, "off"), (4, "algo 4 = 1+2+3")):
             # the workers a run on this device gets by default (auto: none on the CPU, CPUs - 1 on a GPU)
-            config = resolve_workers(demo_config(ctx, model, **{"data.rawboost_algo": algo}),
-                                     torch.device(ctx.device), None)
+            config = resolve_workers(
+                demo_config(ctx, model, **{"data.rawboost_algo": algo}), torch.device(ctx.device), None
+            )
             loaded = _loader_throughput(ctx, config)
             suffix = ("b" if model == "base" else "") + ("" if algo == 0 else "+rb")
-            rows.append(Row(f"3{suffix}", f"train loader vs training step, {model} model, RawBoost {label}",
-                            "loader", loaded, "model", consumed, "utt/s", "ratio >= 3", loaded / consumed >= 3,
-                            note=f"data.num_workers -1 (auto) = {config.data.num_workers} on {ctx.device}, "
-                            f"{config.data.max_len}-sample crops"))
+            rows.append(
+                Row(
+                    f"3{suffix}",
+                    f"train loader vs training step, {model} model, RawBoost {label}",
+                    "loader",
+                    loaded,
+                    "model",
+                    consumed,
+                    "utt/s",
+                    "ratio >= 3",
+                    loaded / consumed >= 3,
+                    note=f"data.num_workers -1 (auto) = {config.data.num_workers} on {ctx.device}, "
+                    f"{config.data.max_len}-sample crops",
+                )
+            )
     return rows
 
 
@@ -114,9 +138,19 @@ def measure_center_refresh(ctx: BenchContext) -> list[Row]:
         centers.refresh(drifted)  # what every epoch does: warm start from the previous centers
         refresh = time.perf_counter() - started
         at_25k = n == 25000
-        rows.append(Row(f"4.{n // 1000}k" if n >= 1000 else f"4.{n}", f"center refresh, {n:,} x 256, K=20 "
-                        "(vs the initial k-means++ fit on <= 2k)", "refresh", refresh, "first fit", first, "s",
-                        "refresh <= 1 s" if at_25k else "report", (refresh <= 1.0) if at_25k else None))
+        rows.append(
+            Row(
+                f"4.{n // 1000}k" if n >= 1000 else f"4.{n}",
+                f"center refresh, {n:,} x 256, K=20 (vs the initial k-means++ fit on <= 2k)",
+                "refresh",
+                refresh,
+                "first fit",
+                first,
+                "s",
+                "refresh <= 1 s" if at_25k else "report",
+                (refresh <= 1.0) if at_25k else None,
+            )
+        )
     return rows
 
 

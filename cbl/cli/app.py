@@ -33,9 +33,10 @@ def _translate(exc: BaseException) -> click.ClickException:
     if isinstance(exc, CblError):
         return click.ClickException(str(exc))
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":  # torch's (CUDA) OOM by name:
-        where = "GPU " if type(exc).__name__ == "OutOfMemoryError" else ""     # no torch import for --help
-        return click.ClickException(f"out of {where}memory (try a smaller train.batch_size, with optim.grad_accum "
-                                    "to keep the effective batch)")
+        where = "GPU " if type(exc).__name__ == "OutOfMemoryError" else ""  # no torch import for --help
+        return click.ClickException(
+            f"out of {where}memory (try a smaller train.batch_size, with optim.grad_accum to keep the effective batch)"
+        )
     if isinstance(exc, OSError):
         return click.ClickException(describe_os_error(exc))
     return click.ClickException(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)")
@@ -47,17 +48,21 @@ _STORAGE_FAULTS = {
     errno.ENOSPC: "no space left on device; free some space, then rerun or resume (files already written are intact)",
     errno.EDQUOT: "disk quota exceeded; free some space, then rerun or resume (files already written are intact)",
     errno.EACCES: "permission denied (reading: check the file's permissions; writing: give a folder this user can "
-                  "write to, e.g. --storage or --out)",
+    "write to, e.g. --storage or --out)",
     errno.EPERM: "operation not permitted (reading: check the file's permissions; writing: give a folder this user "
-                 "can write to, e.g. --storage or --out)",
+    "can write to, e.g. --storage or --out)",
     errno.EROFS: "read-only file system; give a writable folder (e.g. --storage or --out)",
 }
 
 
 def describe_os_error(exc: OSError) -> str:
     """One line for an OSError: the path first (when known), then what went wrong and what to do."""
-    what = (_STORAGE_FAULTS.get(exc.errno) if exc.errno is not None else None) or exc.strerror or str(exc) \
+    what = (
+        (_STORAGE_FAULTS.get(exc.errno) if exc.errno is not None else None)
+        or exc.strerror
+        or str(exc)
         or type(exc).__name__
+    )
     line = f"{exc.filename}: {what}" if exc.filename is not None else what
     return line.replace("\n", "\\n").replace("\r", "\\r")  # one line whatever the path held
 

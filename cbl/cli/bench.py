@@ -12,12 +12,20 @@ __all__ = ["COMMANDS", "bench_command"]
 
 @click.command("bench")
 @click.option("--quick", is_flag=True, help="Smaller sizes: under 10 minutes on a 2-core CPU machine.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="JSON file for the numbers (default: cbl_runs/bench-<time>.json).")
-@click.option("--only", default=None, metavar="NAME,...",
-              help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, "
-                   "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep, rawboost; "
-                   "full_size (an XLS-R-300M-sized model, ~10 GB of RAM) only when named here.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON file for the numbers (default: cbl_runs/bench-<time>.json).",
+)
+@click.option(
+    "--only",
+    default=None,
+    metavar="NAME,...",
+    help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, "
+    "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep, rawboost; "
+    "full_size (an XLS-R-300M-sized model, ~10 GB of RAM) only when named here.",
+)
 @click.option("--size", "size_name", type=click.Choice(["tiny", "quick", "full"]), default=None, hidden=True)
 def bench_command(quick: bool, out: Path | None, only: str | None, size_name: str | None) -> None:
     """Measure what the framework adds to training, side by side: one table of ratios and targets, plus JSON.

@@ -10,8 +10,15 @@ import click
 
 from cbl.config import PROTOCOL_FORMATS, SPLITS
 
-__all__ = ["asv_key_option", "asv_scores_option", "config_file", "corpus_option", "demo_option", "set_option",
-           "split_choice"]
+__all__ = [
+    "asv_key_option",
+    "asv_scores_option",
+    "config_file",
+    "corpus_option",
+    "demo_option",
+    "set_option",
+    "split_choice",
+]
 
 config_file = click.argument(
     "config_path", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -33,14 +40,20 @@ demo_option = click.option(
 
 
 asv_scores_option = click.option(
-    "--asv-scores", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+    "--asv-scores",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
     help="The organisers' ASV scores, for min t-DCF: ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt, or the "
-         "2021 keys' LA/ASV/ASVTorch_Kaldi/score.txt (with --asv-key).")
+    "2021 keys' LA/ASV/ASVTorch_Kaldi/score.txt (with --asv-key).",
+)
 
 
 asv_key_option = click.option(
-    "--asv-key", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-    help="The 2021 keys' LA/ASV/trial_metadata.txt that --asv-scores (a 2021 score.txt) pairs with line by line.")
+    "--asv-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="The 2021 keys' LA/ASV/trial_metadata.txt that --asv-scores (a 2021 score.txt) pairs with line by line.",
+)
 
 
 def split_choice(*leave_out: str) -> click.Choice:

@@ -59,11 +59,16 @@ def _default_run_dir(config_path: Path | None, demo: bool) -> Path:
 @config_file
 @set_option
 @demo_option
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Run folder (default: cbl_runs/<config>-<time>). An existing run folder resumes.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder (default: cbl_runs/<config>-<time>). An existing run folder resumes.",
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar per epoch (default: on a terminal).")
-def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: bool, out_dir: Path | None,
-                  progress: bool | None) -> None:
+def train_command(
+    config_path: Path | None, set_options: tuple[str, ...], demo: bool, out_dir: Path | None, progress: bool | None
+) -> None:
     """Train one configuration; checkpoints, metrics and TensorBoard events go to the run folder.
 
     Rerunning the same command with the same --out resumes an interrupted run.
@@ -85,8 +90,11 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
         result = fit(config, reporter, run_dir, progress=sys.stderr.isatty() if progress is None else progress)
     except KeyboardInterrupt:
         done = reporter.last.get("epoch")
-        click.echo(f"interrupted{f' after epoch {done}' if done else ''}: rerun the same command "
-                   f"(with --out {run_dir}) to resume from the last checkpoint", err=True)
+        click.echo(
+            f"interrupted{f' after epoch {done}' if done else ''}: rerun the same command "
+            f"(with --out {run_dir}) to resume from the last checkpoint",
+            err=True,
+        )
         raise click.exceptions.Exit(130) from None
     finally:
         reporter.close()
@@ -120,26 +128,59 @@ def _echo_eval(result, out: Path) -> None:
 
 @click.command("evaluate")
 @click.argument("checkpoint", type=click.Path(exists=True, path_type=Path))
-@click.option("--split", type=split_choice(), default=None,
-              help="A split of the checkpoint's own corpus (default: eval).")
-@click.option("--protocol", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Score this protocol instead (read with --corpus).")
-@click.option("--audio-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Audio folder of --protocol.")
+@click.option(
+    "--split", type=split_choice(), default=None, help="A split of the checkpoint's own corpus (default: eval)."
+)
+@click.option(
+    "--protocol",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Score this protocol instead (read with --corpus).",
+)
+@click.option(
+    "--audio-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Audio folder of --protocol.",
+)
 @corpus_option("Format of --protocol (default: the checkpoint's corpus).")
-@click.option("--overrides", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="YAML of config values laid over the checkpoint's own (e.g. data.root on this machine).")
+@click.option(
+    "--overrides",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="YAML of config values laid over the checkpoint's own (e.g. data.root on this machine).",
+)
 @set_option
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Score file (default: scores-<split>.txt beside the checkpoint).")
-@click.option("--style", type=click.Choice(["2021", "2019"]), default="2021", show_default=True,
-              help="2021: UTT_ID SCORE; 2019: UTT_ID ATTACK KEY SCORE.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Score file (default: scores-<split>.txt beside the checkpoint).",
+)
+@click.option(
+    "--style",
+    type=click.Choice(["2021", "2019"]),
+    default="2021",
+    show_default=True,
+    help="2021: UTT_ID SCORE; 2019: UTT_ID ATTACK KEY SCORE.",
+)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @asv_scores_option
 @asv_key_option
-def evaluate_command(checkpoint: Path, split: str | None, protocol: Path | None, audio_dir: Path | None,
-                     corpus: str | None, overrides: Path | None, set_options: tuple[str, ...], out: Path | None,
-                     style: str, batch_size: int | None, asv_scores: Path | None, asv_key: Path | None) -> None:
+def evaluate_command(
+    checkpoint: Path,
+    split: str | None,
+    protocol: Path | None,
+    audio_dir: Path | None,
+    corpus: str | None,
+    overrides: Path | None,
+    set_options: tuple[str, ...],
+    out: Path | None,
+    style: str,
+    batch_size: int | None,
+    asv_scores: Path | None,
+    asv_key: Path | None,
+) -> None:
     """Score a split or a protocol with a saved model; print EER, the per-attack table and, for ASVspoof 2021
     keys, the official condition tables (LA: codec C1-C7; DF: vocoder group, codec C1-C9).
 
@@ -173,8 +214,10 @@ def _override_eval_config(config, overrides: Path | None, set_options: tuple[str
         config = apply_overrides(config, parse_set_options(set_options), source="--set", from_string=True)
     for section in ("model", "loss", "centers", "optim"):
         if getattr(config, section) != getattr(original, section):
-            raise UsageError(f"only data.* and train.* settings can change at evaluation, not {section}.*: "
-                             "the model is the one the checkpoint holds")
+            raise UsageError(
+                f"only data.* and train.* settings can change at evaluation, not {section}.*: "
+                "the model is the one the checkpoint holds"
+            )
     return config
 
 
@@ -200,8 +243,11 @@ def score_command(checkpoint: Path, audio: tuple[Path, ...], out: Path | None) -
     for (path, score), bonafide in zip(rows, accepted, strict=True):
         lines.append(f"{path}\t{score:.6f}\t{'bonafide' if bonafide else 'spoof'}")
         click.echo(lines[-1])
-    click.echo(f"(threshold {loaded.threshold:.6g} = dev EER threshold of epoch {loaded.epoch}; "
-               "bonafide when the score is above it)", err=True)
+    click.echo(
+        f"(threshold {loaded.threshold:.6g} = dev EER threshold of epoch {loaded.epoch}; "
+        "bonafide when the score is above it)",
+        err=True,
+    )
     if out is not None:
         atomic_write_text(out, "path\tscore\tdecision\n" + "".join(f"{line}\n" for line in lines))
 

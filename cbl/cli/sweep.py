@@ -12,14 +12,25 @@ import click
 from cbl.cli.options import asv_key_option, asv_scores_option, corpus_option, demo_option, set_option, split_choice
 from cbl.errors import CblError, UsageError
 
-__all__ = ["COMMANDS", "best_command", "final_eval_command", "final_eval_pending", "report_command", "resume_command",
-           "run_command", "status_command", "tensorboard_command"]
+__all__ = [
+    "COMMANDS",
+    "best_command",
+    "final_eval_command",
+    "final_eval_pending",
+    "report_command",
+    "resume_command",
+    "run_command",
+    "status_command",
+    "tensorboard_command",
+]
 
 
 def _storage(storage: str | None) -> Path:
     if storage and "://" in storage:
-        raise UsageError(f"--storage {storage}: cbl keeps trial checkpoints on a filesystem; give a folder "
-                         "that every node can reach (e.g. an NFS mount), not a URI")
+        raise UsageError(
+            f"--storage {storage}: cbl keeps trial checkpoints on a filesystem; give a folder "
+            "that every node can reach (e.g. an NFS mount), not a URI"
+        )
     return Path(storage or "cbl_runs").expanduser().resolve()
 
 
@@ -28,8 +39,10 @@ def _echo_best_and_final(experiment_dir: Path, mode: str, seeds: int, split: str
 
     best = require_best(experiment_dir, mode)
     params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()))
-    click.echo(f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}"
-               f"  ({params or 'grid point'})")
+    click.echo(
+        f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}"
+        f"  ({params or 'grid point'})"
+    )
     click.echo(f"best configuration exported to {export_best_config(experiment_dir, best)}")
     click.echo(f"final evaluation of the best checkpoint on the {split} split:")
     result = final_evaluation(experiment_dir, seeds=seeds, split=split, mode=mode, echo=click.echo)
@@ -50,8 +63,10 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     _echo_cache(experiment_dir)
     if len(ended) < total:
         write_sweep(experiment_dir, {**sweep, "state": "interrupted"})
-        click.echo(f"sweep interrupted: {len(ended)} of {total} trials ended.\n"
-                   f"resume it with: cbl-search resume {experiment_dir}")
+        click.echo(
+            f"sweep interrupted: {len(ended)} of {total} trials ended.\n"
+            f"resume it with: cbl-search resume {experiment_dir}"
+        )
         raise SystemExit(130)
     errored = sum(t.state == "error" for t in trials)
     if errored:
@@ -59,9 +74,11 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     spec = _space_of(sweep)
     # recorded before it starts: a driver killed during the final evaluation leaves it "pending",
     # and `resume` then runs it (again: scoring and retraining both continue where they stopped)
-    final: dict[str, Any] = {"state": "skipped"} if skip_final else {"state": "pending",
-                                                     "seeds": spec.final_eval_seeds if final_seeds is None
-                                                     else final_seeds}
+    final: dict[str, Any] = (
+        {"state": "skipped"}
+        if skip_final
+        else {"state": "pending", "seeds": spec.final_eval_seeds if final_seeds is None else final_seeds}
+    )
     write_sweep(experiment_dir, {**sweep, "state": "finished", "final_eval": final})
     if not skip_final:
         _final_evaluation(experiment_dir, final["seeds"])
@@ -93,28 +110,52 @@ def final_eval_pending(sweep: dict) -> bool:
 @click.argument("space_path", metavar="SPACE.yaml", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @demo_option
 @set_option
-@click.option("--storage", default=None, help="Folder for experiments (default: ./cbl_runs). Shared by all nodes "
-              "on a cluster.")
+@click.option(
+    "--storage", default=None, help="Folder for experiments (default: ./cbl_runs). Shared by all nodes on a cluster."
+)
 @click.option("--name", default=None, help="Experiment name (default: the file's name:).")
-@click.option("--address", default=None, envvar="RAY_ADDRESS",
-              help="Join a Ray cluster (auto, or host:port) instead of starting a private local one.")
+@click.option(
+    "--address",
+    default=None,
+    envvar="RAY_ADDRESS",
+    help="Join a Ray cluster (auto, or host:port) instead of starting a private local one.",
+)
 @click.option("--num-samples", type=int, default=None, help="Override search.num_samples.")
-@click.option("--final-seeds", type=click.IntRange(min=0), default=None,
-              help="Retrain the best configuration with this many fresh seeds for the final evaluation "
-                   "(default: the space file's final_eval.seeds).")
+@click.option(
+    "--final-seeds",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Retrain the best configuration with this many fresh seeds for the final evaluation "
+    "(default: the space file's final_eval.seeds).",
+)
 @click.option("--resume", "resume_existing", is_flag=True, help="Resume the experiment if it exists unfinished.")
 @click.option("--no-final-eval", is_flag=True, help="Stop after the sweep (run final-eval later).")
-def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], storage: str | None, name: str | None,
-                address: str | None, num_samples: int | None, final_seeds: int | None, resume_existing: bool,
-                no_final_eval: bool) -> None:
+def run_command(
+    space_path: Path,
+    demo: bool,
+    set_options: tuple[str, ...],
+    storage: str | None,
+    name: str | None,
+    address: str | None,
+    num_samples: int | None,
+    final_seeds: int | None,
+    resume_existing: bool,
+    no_final_eval: bool,
+) -> None:
     """Run a hyperparameter sweep: trials, best configuration, final evaluation."""
     from cbl.config import DEMO_NOTICE
     from cbl.sweep.lock import experiment_lock
     from cbl.sweep.settings import prepare_sweep
     from cbl.sweep.store import SWEEP_FILE, read_sweep
 
-    settings, spec = prepare_sweep(space_path, demo=demo, set_options=list(set_options), storage=_storage(storage),
-                                   name=name, num_samples=num_samples)
+    settings, spec = prepare_sweep(
+        space_path,
+        demo=demo,
+        set_options=list(set_options),
+        storage=_storage(storage),
+        name=name,
+        num_samples=num_samples,
+    )
     experiment_dir = Path(settings.experiment_dir)
     fresh_folder = not experiment_dir.exists() or not any(experiment_dir.iterdir())
     experiment_dir.mkdir(parents=True, exist_ok=True)
@@ -127,12 +168,16 @@ def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], stor
                 _resume_finished(experiment_dir, sweep, final_seeds, no_final_eval)
                 return
             if state == "finished":
-                raise UsageError(f"{experiment_dir}: this experiment already finished; pick another --name "
-                                 "(or look at it: cbl-search status / best / final-eval)")
+                raise UsageError(
+                    f"{experiment_dir}: this experiment already finished; pick another --name "
+                    "(or look at it: cbl-search status / best / final-eval)"
+                )
             if not resume_existing:
-                raise UsageError(f"{experiment_dir}: this experiment exists and is unfinished; continue it with "
-                                 f"`cbl-search resume {experiment_dir}` (or run with --resume), or pick another "
-                                 "--name")
+                raise UsageError(
+                    f"{experiment_dir}: this experiment exists and is unfinished; continue it with "
+                    f"`cbl-search resume {experiment_dir}` (or run with --resume), or pick another "
+                    "--name"
+                )
             resume = True
         elif not fresh_folder and any(p.name != ".lock" for p in experiment_dir.iterdir()):
             raise UsageError(f"{experiment_dir}: folder exists and is not a cbl experiment; pick another --name")
@@ -142,14 +187,16 @@ def run_command(space_path: Path, demo: bool, set_options: tuple[str, ...], stor
 def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final_eval, notice) -> None:
     """Run or resume the sweep, then finish it; the caller holds the experiment lock."""
     from cbl.sweep.driver import run_sweep
-    from cbl.sweep.space import total_trials
+    from cbl.sweep.sampling import total_trials
 
     experiment_dir = Path(settings.experiment_dir)
     if notice:
         click.echo(notice)
-    click.echo(f"experiment {spec.name}: {total_trials(spec)} trials ({spec.algorithm}"
-               f"{', ASHA' if spec.scheduler == 'asha' else ''}), {spec.cpu:g} CPU + {spec.gpu:g} GPU per trial"
-               f"\nfolder: {experiment_dir}")
+    click.echo(
+        f"experiment {spec.name}: {total_trials(spec)} trials ({spec.algorithm}"
+        f"{', ASHA' if spec.scheduler == 'asha' else ''}), {spec.cpu:g} CPU + {spec.gpu:g} GPU per trial"
+        f"\nfolder: {experiment_dir}"
+    )
     run_sweep(settings, spec, address=address, resume=resume, retry_errored=retry_errored)
     _finish(experiment_dir, final_seeds, no_final_eval)
 
@@ -160,8 +207,9 @@ def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final
 @click.option("--retry-errored", is_flag=True, help="Also retry errored trials (from their last checkpoint).")
 @click.option("--final-seeds", type=click.IntRange(min=0), default=None)
 @click.option("--no-final-eval", is_flag=True)
-def resume_command(experiment_dir: Path, address: str | None, retry_errored: bool, final_seeds: int | None,
-                   no_final_eval: bool) -> None:
+def resume_command(
+    experiment_dir: Path, address: str | None, retry_errored: bool, final_seeds: int | None, no_final_eval: bool
+) -> None:
     """Finish an interrupted sweep (driver killed, reboot, Ctrl-C): no trial lost, none run twice."""
     from cbl.sweep.settings import SweepSettings
     from cbl.sweep.store import read_sweep, require_experiment
@@ -178,8 +226,16 @@ def resume_command(experiment_dir: Path, address: str | None, retry_errored: boo
         if sweep.get("state") == "finished" and not retry_errored:
             _resume_finished(experiment_dir, sweep, final_seeds, no_final_eval)
             return
-        _sweep(settings, spec, address, True, retry_errored, final_seeds, no_final_eval,
-               DEMO_NOTICE if settings.demo else None)
+        _sweep(
+            settings,
+            spec,
+            address,
+            True,
+            retry_errored,
+            final_seeds,
+            no_final_eval,
+            DEMO_NOTICE if settings.demo else None,
+        )
 
 
 def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None, no_final_eval: bool) -> None:
@@ -188,8 +244,10 @@ def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None,
         click.echo(f"{experiment_dir}: the sweep already finished; nothing to resume")
         return
     if no_final_eval:
-        click.echo(f"{experiment_dir}: the sweep finished, its final evaluation did not; run `cbl-search resume "
-                   f"{experiment_dir}` without --no-final-eval to finish it")
+        click.echo(
+            f"{experiment_dir}: the sweep finished, its final evaluation did not; run `cbl-search resume "
+            f"{experiment_dir}` without --no-final-eval to finish it"
+        )
         return
     click.echo(f"{experiment_dir}: every trial ended; finishing the interrupted final evaluation")
     _final_evaluation(experiment_dir, final_seeds if final_seeds is not None else sweep["final_eval"].get("seeds", 0))
@@ -230,8 +288,13 @@ def _echo_cache(experiment_dir: Path) -> None:
 
 @click.command("best")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--export", "export_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the best configuration here (default: EXPERIMENT_DIR/best_config.yaml).")
+@click.option(
+    "--export",
+    "export_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the best configuration here (default: EXPERIMENT_DIR/best_config.yaml).",
+)
 def best_command(experiment_dir: Path, export_path: Path | None) -> None:
     """The best trial by dev EER, and its configuration as YAML."""
     from cbl.sweep.final_eval import export_best_config, require_best
@@ -249,17 +312,34 @@ def best_command(experiment_dir: Path, export_path: Path | None) -> None:
 @click.command("final-eval")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", type=split_choice("train"), default="eval", show_default=True)
-@click.option("--protocol", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
-              help="Evaluate on this protocol instead (e.g. ASVspoof 2021 DF keys, In-the-Wild meta.csv).")
+@click.option(
+    "--protocol",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Evaluate on this protocol instead (e.g. ASVspoof 2021 DF keys, In-the-Wild meta.csv).",
+)
 @click.option("--audio-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None)
 @corpus_option("Format of --protocol (default: the best trial's corpus).")
-@click.option("--seeds", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Also retrain the best configuration with this many fresh seeds (not counting the run that won "
-                   "the selection) and report their mean +- std.")
+@click.option(
+    "--seeds",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Also retrain the best configuration with this many fresh seeds (not counting the run that won "
+    "the selection) and report their mean +- std.",
+)
 @asv_scores_option
 @asv_key_option
-def final_eval_command(experiment_dir: Path, split: str, protocol: Path | None, audio_dir: Path | None,
-                       corpus: str | None, seeds: int, asv_scores: Path | None, asv_key: Path | None) -> None:
+def final_eval_command(
+    experiment_dir: Path,
+    split: str,
+    protocol: Path | None,
+    audio_dir: Path | None,
+    corpus: str | None,
+    seeds: int,
+    asv_scores: Path | None,
+    asv_key: Path | None,
+) -> None:
     """Evaluate the best checkpoint of a sweep on the eval split or another protocol.
 
     The selection run (the checkpoint that won on dev) is reported on its own line: its number is biased
@@ -273,8 +353,16 @@ def final_eval_command(experiment_dir: Path, split: str, protocol: Path | None, 
     if protocol is not None and audio_dir is None:
         raise UsageError("--protocol needs --audio-dir (the folder its utterance ids point into)")
     asv = asv_option_scores(asv_scores, asv_key)
-    result = final_evaluation(experiment_dir, seeds=seeds, split=split, protocol=protocol, audio_dir=audio_dir,
-                              corpus=corpus, echo=click.echo, asv=asv)
+    result = final_evaluation(
+        experiment_dir,
+        seeds=seeds,
+        split=split,
+        protocol=protocol,
+        audio_dir=audio_dir,
+        corpus=corpus,
+        echo=click.echo,
+        asv=asv,
+    )
     click.echo(result.attack_table)
     click.echo(result.summary_line())
 
@@ -293,10 +381,20 @@ def tensorboard_command(experiment_dir: Path, port: int, print_only: bool) -> No
 
 @click.command("report")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Report folder (default: EXPERIMENT_DIR/report).")
-@click.option("--max-points", type=click.IntRange(min=10), default=2000, show_default=True,
-              help="Dev utterances (a fixed random sample) embedded for the 2-D projection and the projector.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report folder (default: EXPERIMENT_DIR/report).",
+)
+@click.option(
+    "--max-points",
+    type=click.IntRange(min=10),
+    default=2000,
+    show_default=True,
+    help="Dev utterances (a fixed random sample) embedded for the 2-D projection and the projector.",
+)
 @click.option("--no-models", is_flag=True, help="Only the sweep tables and learning curves: load no checkpoint.")
 def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, no_models: bool) -> None:
     """Write report.md, report.html and figures for a sweep (works without Ray, also while it runs).
@@ -315,5 +413,12 @@ def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, 
         click.echo(f"embeddings for the projector: tensorboard --logdir {files.projector}")
 
 
-COMMANDS = (run_command, resume_command, status_command, best_command, final_eval_command, tensorboard_command,
-            report_command)
+COMMANDS = (
+    run_command,
+    resume_command,
+    status_command,
+    best_command,
+    final_eval_command,
+    tensorboard_command,
+    report_command,
+)

@@ -21,8 +21,20 @@ from cbl.config.schema import CHOICES, RANGES, ExperimentConfig
 from cbl.errors import ConfigError
 from cbl.yamlio import LineMap, atomic_write_text, dump_yaml, load_yaml
 
-__all__ = ["allowed_values", "apply_overrides", "check_key", "coerce_value", "config_from_dict", "config_to_dict",
-           "copy_config", "flat_keys", "load_config", "parse_set_options", "save_config", "suggest_key"]
+__all__ = [
+    "allowed_values",
+    "apply_overrides",
+    "check_key",
+    "coerce_value",
+    "config_from_dict",
+    "config_to_dict",
+    "copy_config",
+    "flat_keys",
+    "load_config",
+    "parse_set_options",
+    "save_config",
+    "suggest_key",
+]
 
 
 def _field_types(cls: type) -> dict[str, Any]:

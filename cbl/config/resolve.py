@@ -21,8 +21,17 @@ from cbl.config.overrides import apply_overrides, config_to_dict, copy_config, l
 from cbl.config.schema import ExperimentConfig
 from cbl.errors import UsageError, join_first
 
-__all__ = ["DEMO_NOTICE", "DEMO_OVERRIDES", "PATH_KEYS", "RUNTIME_KEYS", "absolute_paths", "check_same_config",
-           "config_differences", "looks_like_local_path", "resolve_config"]
+__all__ = [
+    "DEMO_NOTICE",
+    "DEMO_OVERRIDES",
+    "PATH_KEYS",
+    "RUNTIME_KEYS",
+    "absolute_paths",
+    "check_same_config",
+    "config_differences",
+    "looks_like_local_path",
+    "resolve_config",
+]
 
 # The tiny wav2vec2 starts from random weights, so it needs far larger learning
 # rates than fine-tuning a pre-trained XLS-R, and its feature encoder must learn too.
@@ -121,8 +130,17 @@ def absolute_paths(config: ExperimentConfig, base_dir: str | os.PathLike[str]) -
 
 # Keys that say where and how fast a run executes, not what it computes: a run may
 # resume with other values (a dataset moved to another disk, another thread count).
-RUNTIME_KEYS = frozenset({"data.root", "data.num_workers", "train.num_threads", "train.device", "train.eval_batch_size",
-                          "train.feature_cache", "train.feature_cache_dir"})
+RUNTIME_KEYS = frozenset(
+    {
+        "data.root",
+        "data.num_workers",
+        "train.num_threads",
+        "train.device",
+        "train.eval_batch_size",
+        "train.feature_cache",
+        "train.feature_cache_dir",
+    }
+)
 
 
 def config_differences(saved: ExperimentConfig, current: ExperimentConfig, *, ignore=RUNTIME_KEYS) -> list[str]:
@@ -144,5 +162,6 @@ def check_same_config(saved: ExperimentConfig, current: ExperimentConfig, *, fol
     """
     differences = config_differences(saved, current)
     if differences:
-        raise UsageError(f"{folder}: holds a run with another configuration ({join_first(differences, '; ')}); "
-                         f"{advice}")
+        raise UsageError(
+            f"{folder}: holds a run with another configuration ({join_first(differences, '; ')}); {advice}"
+        )

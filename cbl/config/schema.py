@@ -9,10 +9,31 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["CHOICES", "CLUSTER_METHODS", "COMBINED_SCORES", "CORPORA", "DEVICES", "EVAL_MODES", "LAYER_MODES",
-           "LOSS_TYPES", "LR_SCHEDULES", "NORMALIZE_INPUT", "POOLINGS", "PROTOCOL_FORMATS", "RANGES", "REPULSION_MODES",
-           "SPLITS", "TRAIN_CROPS", "CentersConfig", "DataConfig", "ExperimentConfig", "LossConfig", "ModelConfig",
-           "OptimConfig", "TrainConfig"]
+__all__ = [
+    "CHOICES",
+    "CLUSTER_METHODS",
+    "COMBINED_SCORES",
+    "CORPORA",
+    "DEVICES",
+    "EVAL_MODES",
+    "LAYER_MODES",
+    "LOSS_TYPES",
+    "LR_SCHEDULES",
+    "NORMALIZE_INPUT",
+    "POOLINGS",
+    "PROTOCOL_FORMATS",
+    "RANGES",
+    "REPULSION_MODES",
+    "SPLITS",
+    "TRAIN_CROPS",
+    "CentersConfig",
+    "DataConfig",
+    "ExperimentConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "TrainConfig",
+]
 
 # protocol formats a file on disk can have (evaluate --corpus, final-eval --corpus); "demo" is the built-in corpus,
 # which is written in the asvspoof2019_la format

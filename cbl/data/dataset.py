@@ -100,8 +100,13 @@ def fixed_crop_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def _item(record: Record, audio: np.ndarray, index: int) -> Item:
-    return {"audio": torch.from_numpy(audio), "label": record.label, "utt_id": record.utt_id,
-            "attack": record.attack, "index": index}
+    return {
+        "audio": torch.from_numpy(audio),
+        "label": record.label,
+        "utt_id": record.utt_id,
+        "attack": record.attack,
+        "index": index,
+    }
 
 
 class EvalDataset(Dataset[Item]):
@@ -228,8 +233,14 @@ class LengthBucketSampler(Sampler[list[int]]):
 
 
 def make_eval_loader(
-    records: Sequence[Record], data: DataConfig, *, batch_size: int, pin_memory: bool = False,
-    dataset: Dataset[Item] | None = None, lengths: Sequence[int] | None = None, collate_fn: Any = None,
+    records: Sequence[Record],
+    data: DataConfig,
+    *,
+    batch_size: int,
+    pin_memory: bool = False,
+    dataset: Dataset[Item] | None = None,
+    lengths: Sequence[int] | None = None,
+    collate_fn: Any = None,
 ) -> DataLoader:
     """Evaluation batches bucketed by length (see :class:`LengthBucketSampler`); no augmentation.
 

@@ -226,8 +226,9 @@ def lnl_gains_db(rng: np.random.Generator, params: RawBoostParams = RawBoostPara
     """Peak gains ``(n_f,)`` in dB of LnL's cascades: order 1 U(minG, maxG); every higher order its own
     independent U(minG - maxBiasLinNonLin, maxG - minBiasLinNonLin) (drawn per order, never accumulated)."""
     linear = rng.uniform(params.min_g, params.max_g)
-    higher = rng.uniform(params.min_g - params.max_bias_lin_nonlin, params.max_g - params.min_bias_lin_nonlin,
-                         params.n_f - 1)
+    higher = rng.uniform(
+        params.min_g - params.max_bias_lin_nonlin, params.max_g - params.min_bias_lin_nonlin, params.n_f - 1
+    )
     return np.concatenate(([linear], higher))
 
 

@@ -171,6 +171,7 @@ def subsample_train(records: Sequence[Record], limit: int, seed: int = 0) -> Pro
     n_bonafide = min(n_bonafide, bonafide.size)
     n_spoof = min(limit - n_bonafide, spoof.size)
     rng = np.random.default_rng(seed)
-    keep = np.sort(np.concatenate([rng.choice(bonafide, n_bonafide, replace=False),
-                                   rng.choice(spoof, n_spoof, replace=False)]))
+    keep = np.sort(
+        np.concatenate([rng.choice(bonafide, n_bonafide, replace=False), rng.choice(spoof, n_spoof, replace=False)])
+    )
     return Protocol((records[int(i)] for i in keep), source=source, skipped_ids=skipped, filtered=filtered)

@@ -99,10 +99,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Exper
                 "and plain values (cbl loads checkpoints with weights_only=True so that a file cannot run code)"
             ) from None
         reason = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
-        raise CheckpointError(f"{p}: not a readable cbl checkpoint (truncated or corrupt?): "
-                              f"{reason.group(1).strip() if reason else _first_line(exc)}") from None
+        raise CheckpointError(
+            f"{p}: not a readable cbl checkpoint (truncated or corrupt?): "
+            f"{reason.group(1).strip() if reason else _first_line(exc)}"
+        ) from None
     except Exception as exc:
-        raise CheckpointError(f"{p}: not a readable cbl checkpoint (truncated or corrupt?): {_first_line(exc)}") from None
+        raise CheckpointError(
+            f"{p}: not a readable cbl checkpoint (truncated or corrupt?): {_first_line(exc)}"
+        ) from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{p}: not a cbl checkpoint (no model state or config inside)")
     try:

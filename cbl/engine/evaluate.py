@@ -130,10 +130,13 @@ def _read_partial(partial: Path, signature: str) -> dict[str, float]:
 
 
 def _partial_signature(loaded: LoadedModel, records: Sequence[Record]) -> str:
-    """What the partial scores depend on: this very checkpoint file (a retrained best.pt differs), the records, the window."""
+    """What the partial scores depend on: this very checkpoint file (a retrained best.pt differs), the records,
+    the window."""
     config = loaded.config
-    return (f"{checkpoint_signature(loaded.path)} epoch={loaded.epoch} "
-            f"n={len(records)} {config.data.eval_mode} {config.data.eval_window}")
+    return (
+        f"{checkpoint_signature(loaded.path)} epoch={loaded.epoch} "
+        f"n={len(records)} {config.data.eval_mode} {config.data.eval_window}"
+    )
 
 
 def score_records(
@@ -240,8 +243,12 @@ def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[
             if config.data.eval_mode == "window":
                 audio = fixed_window(audio, config.data.eval_window)
             with autocast_for(config, loaded.device):
-                out = forward_chunked(loaded.model, torch.from_numpy(np.ascontiguousarray(audio))[None].to(loaded.device),
-                                      None, config.data.eval_max_len)
+                out = forward_chunked(
+                    loaded.model,
+                    torch.from_numpy(np.ascontiguousarray(audio))[None].to(loaded.device),
+                    None,
+                    config.data.eval_max_len,
+                )
             outputs = {"embedding": out.embedding.float().cpu(), "logits": out.logits.float().cpu()}
             score = float(score_embeddings(outputs, loaded.centers, config, loaded.norm)[0])
             if not math.isfinite(score):
@@ -250,8 +257,9 @@ def score_audio_files(loaded: LoadedModel, paths: Sequence[Path]) -> list[tuple[
     return results
 
 
-def records_for(config: ExperimentConfig, split: str | None, protocol: Path | None, audio_dir: Path | None,
-                corpus: str | None) -> list[Record]:
+def records_for(
+    config: ExperimentConfig, split: str | None, protocol: Path | None, audio_dir: Path | None, corpus: str | None
+) -> list[Record]:
     """The records of a split of the config's corpus, or of an explicit protocol file of format ``corpus``."""
     if protocol is None:
         return load_split(config.data, split or "eval")

@@ -28,47 +28,46 @@ sequence to store).
 
 Layout: ``<cache root>/<split>-<key>/`` with ``features.npy`` (all utterances'
 frames concatenated, float32), ``index.npy`` (offset, frames, samples per
-utterance) and ``meta.json``. An entry is built in a temporary folder, synced to
-disk and renamed into place, so a reader never sees half of one; one writer builds
-while other trials wait on a lock file and then read it, so several trials of a
-sweep share one copy (also across nodes on a shared filesystem whose locks reach
-every node; where they do not, two nodes may build the same entry, and the second
-rename defers to the first). Disk blocks are reserved before writing: a full disk
-is an ``OSError`` naming the file, not a crash. The key also holds the precision
+utterance) and ``meta.json``; :mod:`cbl.engine.feature_build` builds an entry
+(durably, one process at a time, shared by the trials of a sweep). The key also holds the precision
 (bf16 autocast on CUDA or float32) and, for dev, the batch size, which decides the
 batch shapes (and so the float rounding) of the forward passes.
 """
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
-import socket
-import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from cbl.config import ExperimentConfig
-from cbl.data import EvalDataset, LengthBucketSampler, TrainDataset, batch_fields, collate
+from cbl.data import batch_fields
 from cbl.data.rawboost import RAWBOOST_VERSION
-from cbl.engine.runtime import autocast_for
-from cbl.errors import CblError, ConfigError
+from cbl.errors import ConfigError
 from cbl.model import SSLFrontEnd
 
-__all__ = ["CachedSplit", "FeatureDataset", "cache_root", "check_cache_config", "collate_features",
-           "describe_cache", "format_cache_line", "frontend_fingerprint", "open_or_build", "train_copy"]
+__all__ = [
+    "CACHE_VERSION",
+    "CachedSplit",
+    "FeatureDataset",
+    "cache_key",
+    "cache_root",
+    "check_cache_config",
+    "collate_features",
+    "describe_cache",
+    "format_cache_line",
+    "frontend_fingerprint",
+    "train_copy",
+]
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -84,15 +83,21 @@ def check_cache_config(config: ExperimentConfig) -> None:
     if not config.train.feature_cache:
         return
     if not config.model.freeze_ssl:
-        raise ConfigError("key 'train.feature_cache' needs model.freeze_ssl=true: a front-end that learns changes "
-                          "its features every step, so there is nothing to cache")
+        raise ConfigError(
+            "key 'train.feature_cache' needs model.freeze_ssl=true: a front-end that learns changes "
+            "its features every step, so there is nothing to cache"
+        )
     if config.data.train_crop != "fixed":
-        raise ConfigError("key 'train.feature_cache' needs data.train_crop=fixed: features are computed once per "
-                          "utterance, so every epoch must see the same crop")
+        raise ConfigError(
+            "key 'train.feature_cache' needs data.train_crop=fixed: features are computed once per "
+            "utterance, so every epoch must see the same crop"
+        )
     if config.data.rawboost_algo and not config.data.augment_copies:
-        raise ConfigError("key 'train.feature_cache' with RawBoost needs data.augment_copies >= 1 (a fixed set of "
-                          "augmented copies, each cached once) or data.rawboost_algo=0: fresh RawBoost draws every "
-                          "epoch act on raw audio, before the front-end the cache replaces")
+        raise ConfigError(
+            "key 'train.feature_cache' with RawBoost needs data.augment_copies >= 1 (a fixed set of "
+            "augmented copies, each cached once) or data.rawboost_algo=0: fresh RawBoost draws every "
+            "epoch act on raw audio, before the front-end the cache replaces"
+        )
 
 
 def frontend_fingerprint(frontend: SSLFrontEnd) -> str:
@@ -122,8 +127,9 @@ def train_copy(config: ExperimentConfig, epoch: int) -> int:
     return epoch % copies if copies else 0
 
 
-def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerprint: str,
-         device: torch.device, copy: int = 0) -> dict[str, Any]:
+def cache_key(
+    split: str, records: Sequence[Any], config: ExperimentConfig, fingerprint: str, device: torch.device, copy: int = 0
+) -> dict[str, Any]:
     """Everything the cached values depend on (``meta.json`` keeps it readable)."""
     data, model = config.data, config.model
     bf16 = device.type == "cuda" and config.train.bf16
@@ -141,14 +147,22 @@ def _key(split: str, records: Sequence[Any], config: ExperimentConfig, fingerpri
     }
     if split == "train":
         augmented = bool(data.rawboost_algo and data.augment_copies)
-        key.update(crop="fixed", max_len=data.max_len, seed=config.train.seed,
-                   rawboost=data.rawboost_algo if augmented else 0, copy=copy if augmented else 0)
+        key.update(
+            crop="fixed",
+            max_len=data.max_len,
+            seed=config.train.seed,
+            rawboost=data.rawboost_algo if augmented else 0,
+            copy=copy if augmented else 0,
+        )
         if augmented:  # which RawBoost made the copy, and whether before or after the crop
             key.update(rawboost_version=RAWBOOST_VERSION, rawboost_before_crop=data.rawboost_before_crop)
     else:
         # the batches (eval_batch_size, by length) decide the batch shapes, hence the float rounding
-        key.update(crop=data.eval_mode, eval_window=data.eval_window if data.eval_mode == "window" else None,
-                   batch=config.train.eval_batch_size)
+        key.update(
+            crop=data.eval_mode,
+            eval_window=data.eval_window if data.eval_mode == "window" else None,
+            batch=config.train.eval_batch_size,
+        )
     return key
 
 
@@ -171,8 +185,12 @@ class CachedSplit:
 
     @classmethod
     def open(cls, path: Path, built_seconds: float = 0.0) -> CachedSplit:
-        return cls(path=path, features=np.load(path / "features.npy", mmap_mode="r"),
-                   index=np.load(path / "index.npy"), built_seconds=built_seconds)
+        return cls(
+            path=path,
+            features=np.load(path / "features.npy", mmap_mode="r"),
+            index=np.load(path / "index.npy"),
+            built_seconds=built_seconds,
+        )
 
 
 class FeatureDataset(Dataset):
@@ -193,8 +211,13 @@ class FeatureDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        return {"states": self.cached.states(index), "label": record.label, "utt_id": record.utt_id,
-                "attack": record.attack, "index": index}
+        return {
+            "states": self.cached.states(index),
+            "label": record.label,
+            "utt_id": record.utt_id,
+            "attack": record.attack,
+            "index": index,
+        }
 
 
 def collate_features(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -212,138 +235,6 @@ def collate_features(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"states": batch, "frame_mask": mask, **batch_fields(items)}
 
 
-def open_or_build(root: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
-                  device: torch.device, fingerprint: str, copy: int = 0) -> CachedSplit:
-    """The cache entry for ``split``'s records (``copy``: which augmented copy of train): opened when present,
-    else built (by one process at a time)."""
-    key = _key(split, records, config, fingerprint, device, copy)
-    key["normalize_input"] = bool(model.frontend.normalize_input)  # "auto" resolved for this checkpoint
-    name = f"{split}-{hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=8).hexdigest()}"
-    final = root / name
-    if (final / "meta.json").is_file():
-        return CachedSplit.open(final)
-    root.mkdir(parents=True, exist_ok=True)
-    with _entry_lock(root / f"{name}.lock"):  # another trial building it: wait, then read its result
-        if (final / "meta.json").is_file():
-            return CachedSplit.open(final)
-        for stale in root.glob(f".{name}.tmp-*"):  # left by a builder that died holding this lock
-            shutil.rmtree(stale, ignore_errors=True)
-        started = time.monotonic()
-        tmp = root / f".{name}.tmp-{socket.gethostname()}-{os.getpid()}"
-        tmp.mkdir()
-        try:
-            _build(tmp, split, records, config, model, device, key, copy)
-            _fsync_path(tmp)
-            try:
-                os.replace(tmp, final)
-            except OSError as exc:  # another node won the race (its locks did not reach ours)
-                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not (final / "meta.json").is_file():
-                    raise
-            _fsync_path(root)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        cached = CachedSplit.open(final, built_seconds=time.monotonic() - started)
-        logger.info("feature cache: built %s (%d utterances, %.1f MB) in %.1f s", final, len(records),
-                    cached.nbytes / 1e6, cached.built_seconds)
-        return cached
-
-
-@contextmanager
-def _entry_lock(path: Path) -> Iterator[None]:
-    """An exclusive flock on ``path``, waited for; where the filesystem has no locks, a warning and no lock."""
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-            logger.warning("feature cache: %s: the filesystem has no file locks (%s); trials may build the same "
-                           "entry twice (the results are the same)", path.parent, exc.strerror)
-            yield
-            return
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a file, or a folder's files and the folder itself, to disk (a rename after it is then durable)."""
-    targets = [*path.iterdir(), path] if path.is_dir() else [path]
-    for target in targets:
-        fd = os.open(target, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _audio_dataset(split: str, records: Sequence[Any], config: ExperimentConfig,
-                   copy: int = 0) -> tuple[TrainDataset | EvalDataset, list[int]]:
-    if split == "train":
-        train = TrainDataset(records, config.data, config.train.seed,
-                               augment=bool(config.data.rawboost_algo and config.data.augment_copies))
-        train.set_epoch(copy)  # epoch `copy` reads augmented copy `copy`
-        return train, [config.data.max_len] * len(records)
-    evaluation = EvalDataset(records, config.data)
-    return evaluation, evaluation.lengths()
-
-
-def _build(folder: Path, split: str, records: Sequence[Any], config: ExperimentConfig, model: Any,
-           device: torch.device, key: dict[str, Any], copy: int = 0) -> None:
-    """Run the front-end over every item once and write the entry's three files into ``folder``."""
-    frontend = model.frontend
-    dataset, lengths = _audio_dataset(split, records, config, copy)
-    frames = frontend.frame_lengths(torch.tensor(lengths, dtype=torch.long)).tolist()
-    offsets = np.concatenate([[0], np.cumsum(frames)[:-1]]).astype(np.int64) if frames else np.zeros(0, np.int64)
-    inner = ((frontend.num_hidden_states,) if frontend.stores_all_layers else ()) + (frontend.hidden_size,)
-    features = _allocated_memmap(folder / "features.npy", (int(sum(frames)), *inner))
-    loader = DataLoader(dataset, batch_sampler=LengthBucketSampler(lengths, config.train.eval_batch_size),
-                        collate_fn=collate, num_workers=max(0, config.data.num_workers))
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for batch in loader:
-            mask = batch["attention_mask"]
-            with autocast_for(config, device):
-                states, frame_mask = frontend.hidden(batch["audio"].to(device), None if mask is None else mask.to(device))
-            states = states.float().cpu().numpy()
-            for row, i in enumerate(batch["index"].tolist()):
-                n = frames[i]
-                got = int(frame_mask[row].sum()) if frame_mask is not None else states.shape[1]
-                if got != n:
-                    raise CblError(f"feature cache: {records[i].path} gave {got} frames, expected {n} from its "
-                                   "header length; the cache cannot store it (train without train.feature_cache)")
-                features[offsets[i] : offsets[i] + n] = states[row, :n]
-    model.train(was_training)
-    features.flush()
-    del features
-    np.save(folder / "index.npy", np.stack([offsets, np.asarray(frames, np.int64), np.asarray(lengths, np.int64)], 1)
-            if frames else np.zeros((0, 3), np.int64))
-    meta = {**key, "utterances": len(records), "frames": int(sum(frames)), "shape": [int(sum(frames)), *inner],
-            "bytes": int(sum(frames)) * int(np.prod(inner)) * 4, "created": time.time()}
-    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
-
-
-def _allocated_memmap(path: Path, shape: tuple[int, ...]) -> np.memmap:
-    """A writable float32 ``.npy`` memmap whose disk blocks are reserved first.
-
-    A memmap over a sparse file would claim blocks as pages are written, and a
-    full disk would then kill the process with SIGBUS; reserving them up front
-    turns that into an OSError (ENOSPC) naming the file, before any work.
-    """
-    features = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
-    fd = os.open(path, os.O_RDWR)
-    try:
-        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
-    except OSError as exc:
-        del features
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    finally:
-        os.close(fd)
-    return features
-
-
 def describe_cache(root: Path) -> list[dict[str, Any]]:
     """The entries under a cache root (split, utterances, size in bytes, path), for reports and ``status``."""
     entries = []
@@ -352,9 +243,16 @@ def describe_cache(root: Path) -> list[dict[str, Any]]:
             meta = json.loads(meta_path.read_text())
         except (OSError, ValueError):
             continue
-        entries.append({"path": str(meta_path.parent), "split": meta.get("split"), "utterances": meta.get("utterances"),
-                        "bytes": sum(p.stat().st_size for p in meta_path.parent.iterdir()),
-                        "layer_mode": meta.get("layer_mode"), "ssl": meta.get("ssl")})
+        entries.append(
+            {
+                "path": str(meta_path.parent),
+                "split": meta.get("split"),
+                "utterances": meta.get("utterances"),
+                "bytes": sum(p.stat().st_size for p in meta_path.parent.iterdir()),
+                "layer_mode": meta.get("layer_mode"),
+                "ssl": meta.get("ssl"),
+            }
+        )
     return entries
 
 
@@ -363,6 +261,7 @@ def format_cache_line(root: Path) -> str:
     entries = describe_cache(root)
     if not entries:
         return ""
-    parts = ", ".join(f"{e['split']} {e['bytes'] / 1e6:.1f} MB ({e['utterances']} utterances, {e['layer_mode']})"
-                      for e in entries)
+    parts = ", ".join(
+        f"{e['split']} {e['bytes'] / 1e6:.1f} MB ({e['utterances']} utterances, {e['layer_mode']})" for e in entries
+    )
     return f"feature cache {root}: {parts}; {sum(e['bytes'] for e in entries) / 1e6:.1f} MB in all"

@@ -25,8 +25,15 @@ from cbl.model import DetectorOutput, SpoofDetector
 __all__ = ["embed", "forward_batch", "forward_chunked", "score_embeddings", "score_norm"]
 
 
-def forward_batch(model: SpoofDetector, batch: dict[str, Any], config: ExperimentConfig, device: torch.device, *,
-                  evaluation: bool = False, non_blocking: bool = False) -> DetectorOutput:
+def forward_batch(
+    model: SpoofDetector,
+    batch: dict[str, Any],
+    config: ExperimentConfig,
+    device: torch.device,
+    *,
+    evaluation: bool = False,
+    non_blocking: bool = False,
+) -> DetectorOutput:
     """The model's output for a loader batch: audio, or cached front-end states (``train.feature_cache``).
 
     At evaluation, audio longer than ``data.eval_max_len`` is fed in chunks
@@ -34,8 +41,9 @@ def forward_batch(model: SpoofDetector, batch: dict[str, Any], config: Experimen
     """
     if "states" in batch:
         mask = batch["frame_mask"]
-        return model.forward_features(batch["states"].to(device, non_blocking=non_blocking),
-                                      None if mask is None else mask.to(device))
+        return model.forward_features(
+            batch["states"].to(device, non_blocking=non_blocking), None if mask is None else mask.to(device)
+        )
     mask = batch["attention_mask"]
     audio = batch["audio"].to(device, non_blocking=non_blocking)
     mask = None if mask is None else mask.to(device)
@@ -44,8 +52,9 @@ def forward_batch(model: SpoofDetector, batch: dict[str, Any], config: Experimen
     return model(audio, mask)
 
 
-def forward_chunked(model: SpoofDetector, audio: Tensor, attention_mask: Tensor | None, max_len: int,
-                    chunks_per_batch: int = 8) -> DetectorOutput:
+def forward_chunked(
+    model: SpoofDetector, audio: Tensor, attention_mask: Tensor | None, max_len: int, chunks_per_batch: int = 8
+) -> DetectorOutput:
     """Like ``model(audio, attention_mask)``, but no utterance is fed in pieces longer than ``max_len`` samples.
 
     audio: (B, T); attention_mask: (B, T) or None. A batch whose padded length fits
@@ -104,8 +113,9 @@ def embed(model: SpoofDetector, loader: DataLoader, config: ExperimentConfig, de
     }
 
 
-def score_embeddings(outputs: dict[str, Any], centers: BonafideCenters | None, config: ExperimentConfig,
-                     norm: ZNormStats | None = None) -> np.ndarray:
+def score_embeddings(
+    outputs: dict[str, Any], centers: BonafideCenters | None, config: ExperimentConfig, norm: ZNormStats | None = None
+) -> np.ndarray:
     """Detection scores (N,), higher = bonafide, for outputs of :func:`embed`.
 
     ``norm`` (a :class:`cbl.metrics.ZNormStats`) is needed for ``loss.score=sum``;
@@ -116,8 +126,7 @@ def score_embeddings(outputs: dict[str, Any], centers: BonafideCenters | None, c
     return score_from_output(output, center_tensor, config.loss, norm).numpy()
 
 
-def score_norm(outputs: dict[str, Any], centers: BonafideCenters | None,
-               config: ExperimentConfig) -> ZNormStats | None:
+def score_norm(outputs: dict[str, Any], centers: BonafideCenters | None, config: ExperimentConfig) -> ZNormStats | None:
     """Z-normalisation statistics from a reference split (dev), or None when the score rule needs none."""
     if not (config.loss.type == "combined" and config.loss.score == "sum"):
         return None

@@ -25,8 +25,18 @@ from cbl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from cbl.errors import CblError
 from cbl.yamlio import atomic_write_text
 
-__all__ = ["BEST", "CHECKPOINTS", "HISTORY", "LAST", "PREVIOUS", "append_history", "read_history", "resume_payload",
-           "truncate_history", "write_epoch"]
+__all__ = [
+    "BEST",
+    "CHECKPOINTS",
+    "HISTORY",
+    "LAST",
+    "PREVIOUS",
+    "append_history",
+    "read_history",
+    "resume_payload",
+    "truncate_history",
+    "write_epoch",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +100,9 @@ def resume_payload(run_dir: Path, config: ExperimentConfig) -> tuple[dict[str, A
             logger.warning("%s; trying the previous checkpoint", exc)
             failures.append(str(exc))
             continue
-        check_same_config(saved, config, folder=run_dir,
-                          advice="resume it with its own config.yaml, or train into a new folder")
+        check_same_config(
+            saved, config, folder=run_dir, advice="resume it with its own config.yaml, or train into a new folder"
+        )
         if failures:
             logger.warning("resuming %s from %s (epoch %d)", run_dir, path.name, payload["epoch"] + 1)
         return payload, path
@@ -100,8 +111,9 @@ def resume_payload(run_dir: Path, config: ExperimentConfig) -> tuple[dict[str, A
     return None, None
 
 
-def write_epoch(run_dir: Path, metrics: dict[str, Any], payload: dict[str, Any], config: ExperimentConfig, *,
-                improved: bool) -> None:
+def write_epoch(
+    run_dir: Path, metrics: dict[str, Any], payload: dict[str, Any], config: ExperimentConfig, *, improved: bool
+) -> None:
     """One finished epoch on disk: its history line, best.pt when it ``improved``, then last.pt (the old one
     kept as previous.pt, in case the new one is damaged later). ``config``: what the run was asked to train."""
     ckpt_dir = run_dir / CHECKPOINTS

@@ -16,8 +16,15 @@ import torch
 from cbl.config import ExperimentConfig
 from cbl.errors import CblError
 
-__all__ = ["CUBLAS_WORKSPACE", "apply_determinism", "autocast_for", "available_cpus", "pick_device", "resolve_workers",
-           "set_threads"]
+__all__ = [
+    "CUBLAS_WORKSPACE",
+    "apply_determinism",
+    "autocast_for",
+    "available_cpus",
+    "pick_device",
+    "resolve_workers",
+    "set_threads",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +87,11 @@ def apply_determinism(config: ExperimentConfig) -> None:
     on = config.train.deterministic
     if on and "CUBLAS_WORKSPACE_CONFIG" not in os.environ:
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            logger.warning("train.deterministic: CUDA was initialised before CUBLAS_WORKSPACE_CONFIG could be set; "
-                           "set CUBLAS_WORKSPACE_CONFIG=%s in the environment for repeatable cuBLAS results",
-                           CUBLAS_WORKSPACE)
+            logger.warning(
+                "train.deterministic: CUDA was initialised before CUBLAS_WORKSPACE_CONFIG could be set; "
+                "set CUBLAS_WORKSPACE_CONFIG=%s in the environment for repeatable cuBLAS results",
+                CUBLAS_WORKSPACE,
+            )
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = CUBLAS_WORKSPACE
     torch.use_deterministic_algorithms(on)
     torch.backends.cudnn.deterministic = on

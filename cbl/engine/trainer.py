@@ -163,24 +163,38 @@ def fit(
         trained = _train_epoch(run, epoch, progress)
         _refresh_centers(run, trained.bonafide, epoch)
         scored = _score_dev(run, epoch, trained)
-        metrics = {**scored.metrics, "epoch_seconds": time.monotonic() - started, "train_seconds": trained.seconds,
-                   **_cluster_metrics(run, scored.dev)}
+        metrics = {
+            **scored.metrics,
+            "epoch_seconds": time.monotonic() - started,
+            "train_seconds": trained.seconds,
+            **_cluster_metrics(run, scored.dev),
+        }
         _write_epoch(run, epoch, metrics, scored)
         if reporter is not None:
             reporter.report(metrics, run_dir / CHECKPOINTS)
 
     state = run.state
-    return FitResult(best_dev_eer=state.best_dev_eer, best_epoch=state.best_epoch, epochs_run=state.epoch + 1,
-                     run_dir=run_dir)
+    return FitResult(
+        best_dev_eer=state.best_dev_eer, best_epoch=state.best_epoch, epochs_run=state.epoch + 1, run_dir=run_dir
+    )
 
 
-def _set_up(config: ExperimentConfig, saved_config: ExperimentConfig, run_dir: Path, device: torch.device,
-            train_records: Sequence[Record], dev_records: Sequence[Record]) -> _Run:
+def _set_up(
+    config: ExperimentConfig,
+    saved_config: ExperimentConfig,
+    run_dir: Path,
+    device: torch.device,
+    train_records: Sequence[Record],
+    dev_records: Sequence[Record],
+) -> _Run:
     """Class weights, the model, the feature cache, the dev loader, the optimizer and the centers."""
     weights = training_class_weights(train_records, config.data).to(device)
     model = build_model(config.model).to(device)
-    cache = FeatureSource(config, run_dir, model, device, train_records, dev_records) \
-        if config.train.feature_cache else None
+    cache = (
+        FeatureSource(config, run_dir, model, device, train_records, dev_records)
+        if config.train.feature_cache
+        else None
+    )
     pin = device.type == "cuda"
     dev_loader = cache.dev_loader(pin) if cache is not None else None
     if dev_loader is None:
@@ -188,8 +202,11 @@ def _set_up(config: ExperimentConfig, saved_config: ExperimentConfig, run_dir: P
     groups = param_groups(model, config.optim)
     base_lrs = [g["lr"] for g in groups]
     optimizer = torch.optim.AdamW(groups)
-    centers = build_centers(config.centers, config.loss.num_clusters, config.model.embedding_dim) \
-        if config.loss.type != "ce_only" else None
+    centers = (
+        build_centers(config.centers, config.loss.num_clusters, config.model.embedding_dim)
+        if config.loss.type != "ce_only"
+        else None
+    )
     state = TrainState(model, optimizer, centers)
     return _Run(config, saved_config, run_dir, device, train_records, weights, cache, dev_loader, state, base_lrs)
 
@@ -212,18 +229,29 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> _Trained:
     config, device, state = run.config, run.device, run.state
     model, optimizer, centers = state.model, state.optimizer, state.centers
     started = time.monotonic()
-    loader = make_train_loader(run.train_records, config.data, batch_size=config.train.batch_size,
-                               seed=config.train.seed, epoch=epoch, pin_memory=run.pin,
-                               **(run.cache.train_items(epoch) if run.cache is not None else {}))
-    batches = len(loader) if not config.train.max_steps_per_epoch else min(len(loader), config.train.max_steps_per_epoch)
+    loader = make_train_loader(
+        run.train_records,
+        config.data,
+        batch_size=config.train.batch_size,
+        seed=config.train.seed,
+        epoch=epoch,
+        pin_memory=run.pin,
+        **(run.cache.train_items(epoch) if run.cache is not None else {}),
+    )
+    batches = (
+        len(loader) if not config.train.max_steps_per_epoch else min(len(loader), config.train.max_steps_per_epoch)
+    )
     accum = config.optim.grad_accum
     steps_per_epoch = max(1, math.ceil(batches / accum))
     model.train()
     sums = {"loss": 0.0, "attraction": 0.0, "repulsion": 0.0, "ce": 0.0}
     collected: list[Tensor] = []
     optimizer.zero_grad(set_to_none=True)
-    iterator = tqdm(loader, total=batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", leave=False) \
-        if progress else loader
+    iterator = (
+        tqdm(loader, total=batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", leave=False)
+        if progress
+        else loader
+    )
     seen = 0
     for index, batch in enumerate(iterator):
         if index >= batches:
@@ -232,8 +260,9 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> _Trained:
         with autocast_for(config, device):
             out = forward_batch(model, batch, config, device, non_blocking=run.pin)
         center_tensor = centers.centers if centers is not None else None
-        parts = compute_loss(out, labels, center_tensor.to(device) if center_tensor is not None else None,
-                             config.loss, run.class_weights)
+        parts = compute_loss(
+            out, labels, center_tensor.to(device) if center_tensor is not None else None, config.loss, run.class_weights
+        )
         if not torch.isfinite(parts.total):
             raise _diverged(f"loss became {parts.total.item()}", epoch, state.step, index, batches)
         # the last group of an epoch may hold fewer than `accum` batches: average over those it holds
@@ -275,8 +304,12 @@ def _optimizer_step(run: _Run, epoch: int, index: int, batches: int, steps_per_e
 def _refresh_centers(run: _Run, bonafide: list[Tensor], epoch: int) -> None:
     """k-means centers refit from this epoch's own bonafide embeddings, every ``centers.refresh_every`` epochs."""
     config, centers = run.config, run.state.centers
-    if centers is not None and config.centers.method == "kmeans" and bonafide \
-            and (epoch + 1) % config.centers.refresh_every == 0:
+    if (
+        centers is not None
+        and config.centers.method == "kmeans"
+        and bonafide
+        and (epoch + 1) % config.centers.refresh_every == 0
+    ):
         centers.refresh(torch.cat(bonafide))
 
 
@@ -329,15 +362,20 @@ def _init_loader(train_records: Sequence[Record], config: ExperimentConfig, cach
     sample = np.random.default_rng(config.centers.seed).permutation(len(bonafide))[: config.centers.init_max_utterances]
     chosen = [bonafide[i] for i in sorted(sample)]
     if config.data.train_crop == "random":
-        return make_eval_loader([train_records[i] for i in chosen], config.data, batch_size=config.train.eval_batch_size)
+        return make_eval_loader(
+            [train_records[i] for i in chosen], config.data, batch_size=config.train.eval_batch_size
+        )
     if cache is not None:
         items = cache.train_items(epoch=0)
         dataset, collate_fn = items["dataset"], items["collate_fn"]
     else:
         augment = bool(config.data.rawboost_algo and config.data.augment_copies)
         dataset, collate_fn = TrainDataset(train_records, config.data, config.train.seed, augment=augment), collate
-    return DataLoader(Subset(dataset, chosen), batch_sampler=LengthBucketSampler([0] * len(chosen), config.train.eval_batch_size),
-                      collate_fn=collate_fn)
+    return DataLoader(
+        Subset(dataset, chosen),
+        batch_sampler=LengthBucketSampler([0] * len(chosen), config.train.eval_batch_size),
+        collate_fn=collate_fn,
+    )
 
 
 def _diverged(what: str, epoch: int, step: int, index: int, batches: int) -> TrainingDiverged:

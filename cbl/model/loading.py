@@ -20,8 +20,15 @@ from typing import Any
 from cbl.config import looks_like_local_path
 from cbl.errors import CblError
 
-__all__ = ["SUPPORTED_MODEL_TYPES", "TINY_NAME", "checkpoint_normalizes", "load_ssl_model", "load_wav2vec2",
-           "quiet_transformers", "tiny_wav2vec2_config"]
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "TINY_NAME",
+    "checkpoint_normalizes",
+    "load_ssl_model",
+    "load_wav2vec2",
+    "quiet_transformers",
+    "tiny_wav2vec2_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +80,9 @@ def _construction_config(config: Any, mask_time_prob: float, mask_feature_prob: 
     """The config to build the model with: the checkpoint's own, so that its weights load one to one
     (``masked_spec_embed`` exists when its mask probabilities are above 0), with masking turned on where cbl
     masks and the checkpoint did not (the mask vector then starts afresh)."""
-    if (mask_time_prob > 0 or mask_feature_prob > 0) and not (config.mask_time_prob > 0 or config.mask_feature_prob > 0):
+    if (mask_time_prob > 0 or mask_feature_prob > 0) and not (
+        config.mask_time_prob > 0 or config.mask_feature_prob > 0
+    ):
         config.mask_time_prob, config.mask_feature_prob = float(mask_time_prob), float(mask_feature_prob)
     return config
 
@@ -117,8 +126,9 @@ def _cannot_load(name_or_path: str, exc: BaseException) -> CblError:
     )
 
 
-def load_ssl_model(name_or_path: str, *, layerdrop: float = 0.0, mask_time_prob: float = 0.0,
-                   mask_feature_prob: float = 0.0) -> tuple[Any, bool]:
+def load_ssl_model(
+    name_or_path: str, *, layerdrop: float = 0.0, mask_time_prob: float = 0.0, mask_feature_prob: float = 0.0
+) -> tuple[Any, bool]:
     """Return ``(encoder, is_random_init)`` for ``tiny``, a hub name or a local folder.
 
     The class comes from the checkpoint's ``config.model_type`` (``AutoModel``):
@@ -148,13 +158,15 @@ def load_ssl_model(name_or_path: str, *, layerdrop: float = 0.0, mask_time_prob:
         raise _cannot_load(name_or_path, exc) from None
     model_type = getattr(config, "model_type", "")
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CblError(f"model.ssl='{name_or_path}' is a '{model_type}' model, not a speech SSL encoder cbl can "
-                       f"fine-tune (supported model types: {', '.join(SUPPORTED_MODEL_TYPES)})")
+        raise CblError(
+            f"model.ssl='{name_or_path}' is a '{model_type}' model, not a speech SSL encoder cbl can "
+            f"fine-tune (supported model types: {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
     try:
         with quiet_transformers():
             model, info = AutoModel.from_pretrained(
-                source, config=_construction_config(config, mask_time_prob, mask_feature_prob),
-                output_loading_info=True)
+                source, config=_construction_config(config, mask_time_prob, mask_feature_prob), output_loading_info=True
+            )
     except (OSError, ValueError) as exc:
         raise _cannot_load(name_or_path, exc) from None
     _apply_fine_tuning(model.config, layerdrop, mask_time_prob, mask_feature_prob)
@@ -162,11 +174,19 @@ def load_ssl_model(name_or_path: str, *, layerdrop: float = 0.0, mask_time_prob:
     missing = sorted(k for k in info.get("missing_keys", ()) if k != "masked_spec_embed")
     if missing:
         shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
-        logger.warning("model.ssl='%s': %d weights are not in the checkpoint and start random: %s",
-                       name_or_path, len(missing), shown)
+        logger.warning(
+            "model.ssl='%s': %d weights are not in the checkpoint and start random: %s",
+            name_or_path,
+            len(missing),
+            shown,
+        )
     if info.get("unexpected_keys"):
-        logger.info("model.ssl='%s': %d checkpoint weights belong to heads cbl does not use (e.g. the "
-                    "pre-training quantizer) and were left out", name_or_path, len(info["unexpected_keys"]))
+        logger.info(
+            "model.ssl='%s': %d checkpoint weights belong to heads cbl does not use (e.g. the "
+            "pre-training quantizer) and were left out",
+            name_or_path,
+            len(info["unexpected_keys"]),
+        )
     return model, False
 
 
@@ -188,13 +208,20 @@ def checkpoint_normalizes(name_or_path: str) -> bool:
     else:
         from transformers.utils import cached_file
 
-        path = cached_file(source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False,
-                           _raise_exceptions_for_connection_errors=False)
+        path = cached_file(
+            source,
+            "preprocessor_config.json",
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+        )
     if path is None:
         where = "" if Path(source).is_dir() else " in the Hugging Face cache"
-        logger.warning("model.ssl='%s' has no preprocessor_config.json%s: its input is not normalised (set "
-                       "model.normalize_input=true for a model pre-trained on normalised audio, such as XLS-R)",
-                       name_or_path, where)
+        logger.warning(
+            "model.ssl='%s' has no preprocessor_config.json%s: its input is not normalised (set "
+            "model.normalize_input=true for a model pre-trained on normalised audio, such as XLS-R)",
+            name_or_path,
+            where,
+        )
         return False
     try:
         return bool(json.loads(Path(path).read_text(encoding="utf-8")).get("do_normalize", False))

@@ -199,13 +199,15 @@ class SSLFrontEnd(nn.Module):
         normalize_input: str = "auto",
     ) -> None:
         super().__init__()
-        for key, value, options in (("model.layer_mode", layer_mode, LAYER_MODES),
-                                    ("model.normalize_input", normalize_input, NORMALIZE_INPUT)):
+        for key, value, options in (
+            ("model.layer_mode", layer_mode, LAYER_MODES),
+            ("model.normalize_input", normalize_input, NORMALIZE_INPUT),
+        ):
             if value not in options:
                 raise ConfigError(f"key '{key}': unknown value {value!r}, expected one of: {', '.join(options)}")
-        self.ssl, self.is_random_init = load_ssl_model(name_or_path, layerdrop=layerdrop,
-                                                       mask_time_prob=mask_time_prob,
-                                                       mask_feature_prob=mask_feature_prob)
+        self.ssl, self.is_random_init = load_ssl_model(
+            name_or_path, layerdrop=layerdrop, mask_time_prob=mask_time_prob, mask_feature_prob=mask_feature_prob
+        )
         config = self.ssl.config
         self.hidden_size: int = int(config.hidden_size)
         self.num_hidden_states: int = int(config.num_hidden_layers) + 1  # embeddings + every layer
@@ -217,11 +219,13 @@ class SSLFrontEnd(nn.Module):
         self.layer_mode = layer_mode
         self.layer_index = layer_index
         self.freeze_ssl = freeze_ssl
-        self.normalize_input: bool = (checkpoint_normalizes(name_or_path) if normalize_input == "auto"
-                                      else normalize_input == "true")
+        self.normalize_input: bool = (
+            checkpoint_normalizes(name_or_path) if normalize_input == "auto" else normalize_input == "true"
+        )
         # group norm over time (first conv layer) or a stack of positional convs: padding changes the output
-        self.padding_safe: bool = (config.model_type in _MASKABLE_MODEL_TYPES
-                                   and getattr(config, "feat_extract_norm", "") == "layer")
+        self.padding_safe: bool = (
+            config.model_type in _MASKABLE_MODEL_TYPES and getattr(config, "feat_extract_norm", "") == "layer"
+        )
         self._recorder = None
         if layer_mode != "last":
             upto = layer_index % self.num_hidden_states if layer_mode == "index" else self.num_hidden_states - 1
@@ -306,7 +310,7 @@ class SSLFrontEnd(nn.Module):
         mask = None if attention_mask is None else attention_mask.long()
         config = self.ssl.config
         masking = self.ssl.training and (config.mask_time_prob > 0 or config.mask_feature_prob > 0)
-        with (torch.no_grad() if self.freeze_ssl else nullcontext()), _numpy_draws_from_torch(masking):
+        with torch.no_grad() if self.freeze_ssl else nullcontext(), _numpy_draws_from_torch(masking):
             if self._recorder is None:
                 return self.ssl(audio, attention_mask=mask).last_hidden_state
             # _EnoughLayers: the selected layer has run; the ones above it are not needed

@@ -61,8 +61,9 @@ def _space(sweep: dict[str, Any], warnings: list[str]) -> tuple[list[Param], str
         warnings.append("sweep.json holds no search space: parameters are taken from the trials themselves")
         return [], "min", settings
     try:
-        spec = parse_search_space(settings["space_data"], source=settings.get("space_source", "sweep.json"),
-                                  demo=bool(settings.get("demo")))
+        spec = parse_search_space(
+            settings["space_data"], source=settings.get("space_source", "sweep.json"), demo=bool(settings.get("demo"))
+        )
     except CblError as exc:  # a space written by an older cbl: the trials still say what they sampled
         warnings.append(f"the sweep's search space no longer parses ({exc}): parameters are taken from the trials")
         return [], "min", settings
@@ -100,8 +101,14 @@ class _Writer:
         self.blocks.append(Image(path, alt, caption))
 
 
-def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None, *, max_points: int = 2000,
-                 models: bool = True, echo: Callable[[str], None] = print) -> ReportFiles:
+def build_report(
+    experiment_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    max_points: int = 2000,
+    models: bool = True,
+    echo: Callable[[str], None] = print,
+) -> ReportFiles:
     """Write the report of an experiment folder; return the paths written.
 
     ``max_points`` caps the dev utterances embedded for the projection; ``models=False``
@@ -136,45 +143,72 @@ def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None, 
     return ReportFiles(md, page, w.figures, projector, warnings)
 
 
-def _header_section(w: _Writer, experiment_dir: Path, sweep: dict[str, Any], settings: dict[str, Any],
-                    trials: list[TrialInfo], mode: str, keys: list[str], best: TrialInfo | None,
-                    warnings: list[str]) -> None:
+def _header_section(
+    w: _Writer,
+    experiment_dir: Path,
+    sweep: dict[str, Any],
+    settings: dict[str, Any],
+    trials: list[TrialInfo],
+    mode: str,
+    keys: list[str],
+    best: TrialInfo | None,
+    warnings: list[str],
+) -> None:
     """The title, what the sweep is, the demo notice, notes, and the best trial in one line."""
     counts: dict[str, int] = {}
     for t in trials:
         counts[t.state] = counts.get(t.state, 0) + 1
     total = sweep.get("total_trials")
-    w.add(Heading(1, f"Sweep report: {experiment_dir.name}"),
-          Paragraph(f"Experiment `{experiment_dir}` (sweep {sweep.get('state', 'state unknown')}): "
-                    f"{len(trials)}{f' of {total}' if total else ''} trials started "
-                    f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'}); "
-                    f"search {settings.get('algorithm', '?')}, scheduler {settings.get('scheduler', '?')}, "
-                    f"metric dev EER ({mode}). Written {time.strftime('%Y-%m-%d %H:%M')}."))
+    w.add(
+        Heading(1, f"Sweep report: {experiment_dir.name}"),
+        Paragraph(
+            f"Experiment `{experiment_dir}` (sweep {sweep.get('state', 'state unknown')}): "
+            f"{len(trials)}{f' of {total}' if total else ''} trials started "
+            f"({', '.join(f'{n} {s}' for s, n in sorted(counts.items())) or 'none'}); "
+            f"search {settings.get('algorithm', '?')}, scheduler {settings.get('scheduler', '?')}, "
+            f"metric dev EER ({mode}). Written {time.strftime('%Y-%m-%d %H:%M')}."
+        ),
+    )
     if settings.get("demo"):
-        w.add(Paragraph("**Demo run**: synthetic corpus and a tiny wav2vec2 with random weights; a check that the "
-                        "pipeline runs end to end, not a result to report."))
+        w.add(
+            Paragraph(
+                "**Demo run**: synthetic corpus and a tiny wav2vec2 with random weights; a check that the "
+                "pipeline runs end to end, not a result to report."
+            )
+        )
     if warnings:
         w.add(Bullets([f"Note: {message}." for message in warnings]))
     if best is not None:
-        w.add(Paragraph(f"**Best trial** `{best.trial_id}`: dev EER {format_eer(best.best_dev_eer)} at epoch "
-                        f"{best.best_epoch} ({_short_params(best, keys) or 'no sampled parameters'})."))
+        w.add(
+            Paragraph(
+                f"**Best trial** `{best.trial_id}`: dev EER {format_eer(best.best_dev_eer)} at epoch "
+                f"{best.best_epoch} ({_short_params(best, keys) or 'no sampled parameters'})."
+            )
+        )
 
 
-def _table_sections(w: _Writer, trials: list[TrialInfo], keys: list[str], by_key: dict[str, Param],
-                    mode: str) -> None:
+def _table_sections(w: _Writer, trials: list[TrialInfo], keys: list[str], by_key: dict[str, Param], mode: str) -> None:
     """Results, dev EER per parameter value, hyperparameter importance."""
-    w.add(Heading(2, "Results"),
-          Paragraph("Every trial, best dev EER first. State: `finished` ran all epochs, `stopped` was stopped "
-                    "early by ASHA, `error` failed; `-` marks a parameter the trial did not sample."),
-          results_table(trials, keys, mode))
+    w.add(
+        Heading(2, "Results"),
+        Paragraph(
+            "Every trial, best dev EER first. State: `finished` ran all epochs, `stopped` was stopped "
+            "early by ASHA, `error` failed; `-` marks a parameter the trial did not sample."
+        ),
+        results_table(trials, keys, mode),
+    )
     errored = [t for t in trials if t.state == "error"]
     if errored:
         w.add(Bullets([f"`{t.trial_id}` error: {t.error or 'no reason recorded'}" for t in errored]))
     rows, notes = marginal_rows(trials, keys, by_key, mode)
-    w.add(Heading(2, "Dev EER per parameter value"),
-          Paragraph("Best and median of the trials' best dev EER for each value of each searched parameter, over "
-                    "every trial that reported at least one epoch (stopped trials included: their EER comes from "
-                    "fewer epochs, which pulls medians up)."))
+    w.add(
+        Heading(2, "Dev EER per parameter value"),
+        Paragraph(
+            "Best and median of the trials' best dev EER for each value of each searched parameter, over "
+            "every trial that reported at least one epoch (stopped trials included: their EER comes from "
+            "fewer epochs, which pulls medians up)."
+        ),
+    )
     if rows:
         w.add(marginal_table(rows))
     if notes:
@@ -182,34 +216,59 @@ def _table_sections(w: _Writer, trials: list[TrialInfo], keys: list[str], by_key
     importance = param_importance(trials, keys, by_key, mode)
     w.add(Heading(2, "Hyperparameter importance"))
     if importance.values:
-        w.add(Paragraph(f"fANOVA (`optuna.importance`, seed 0) on the {importance.trials} finished trials: the "
-                        "share of the variance of the best dev EER each parameter explains. With few trials it is "
-                        "a hint, not a finding."), importance_table(importance))
-        w.figure("importance.png", figures.importance_bars(importance.values, importance.trials),
-                 "hyperparameter importance")
+        w.add(
+            Paragraph(
+                f"fANOVA (`optuna.importance`, seed 0) on the {importance.trials} finished trials: the "
+                "share of the variance of the best dev EER each parameter explains. With few trials it is "
+                "a hint, not a finding."
+            ),
+            importance_table(importance),
+        )
+        w.figure(
+            "importance.png", figures.importance_bars(importance.values, importance.trials), "hyperparameter importance"
+        )
     else:
         w.add(Paragraph(f"Not computed: {importance.reason}."))
     if importance.left_out:
         w.add(Paragraph("Left out of the importance study:"), Bullets(importance.left_out))
 
 
-def _learning_curve_section(w: _Writer, trials: list[TrialInfo], keys: list[str], best: TrialInfo | None,
-                            mode: str) -> None:
+def _learning_curve_section(
+    w: _Writer, trials: list[TrialInfo], keys: list[str], best: TrialInfo | None, mode: str
+) -> None:
     """Dev EER per epoch of every trial, the best one marked."""
     w.add(Heading(2, "Learning curves"))
     ranked = rank_trials(trials, mode)
     if any(t.history for t in ranked):
-        curves = [(f"{t.trial_id} {_short_params(t, keys)}".strip(), t.state, [h["epoch"] for h in t.history],
-                   [h["dev_eer"] for h in t.history]) for t in ranked]
+        curves = [
+            (
+                f"{t.trial_id} {_short_params(t, keys)}".strip(),
+                t.state,
+                [h["epoch"] for h in t.history],
+                [h["dev_eer"] for h in t.history],
+            )
+            for t in ranked
+        ]
         best_label = next((c[0] for c, t in zip(curves, ranked, strict=True) if best is not None and t is best), None)
-        w.figure("learning_curves.png", figures.learning_curves(curves, best_label), "dev EER per epoch",
-                 "Dashed lines ending in a large X: trials that ASHA stopped early.")
+        w.figure(
+            "learning_curves.png",
+            figures.learning_curves(curves, best_label),
+            "dev EER per epoch",
+            "Dashed lines ending in a large X: trials that ASHA stopped early.",
+        )
     else:
         w.add(Paragraph("No trial has finished an epoch yet."))
 
 
-def _analyse(experiment_dir: Path, trials: list[TrialInfo], best: TrialInfo, mode: str, cache: Path,
-             max_points: int, echo: Callable[[str], None]) -> list[ModelView]:
+def _analyse(
+    experiment_dir: Path,
+    trials: list[TrialInfo],
+    best: TrialInfo,
+    mode: str,
+    cache: Path,
+    max_points: int,
+    echo: Callable[[str], None],
+) -> list[ModelView]:
     """The best trial and its counterpart: the best ce_only trial, or the best cluster-loss one if ce_only won."""
     best_type = loss_type(best)
     if best_type == "ce_only":
@@ -223,49 +282,122 @@ def _analyse(experiment_dir: Path, trials: list[TrialInfo], best: TrialInfo, mod
 
 
 def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], keys: list[str]) -> Path:
+    """The best models on eval (a table, DET curves), per attack, their dev embeddings; the projector's folder."""
     seen = set().union(*(v.seen_attacks for v in views))
-    w.add(Heading(2, "Best models on the eval split"),
-          Paragraph("Each trial's best checkpoint (by dev EER) scored on the eval split. **Seen** attacks occur "
-                    "among the spoofs of the train split; **unseen** ones do not (seen here: "
-                    f"{', '.join(sorted(seen, key=natural_key)) or 'none'})."))
+    w.add(
+        Heading(2, "Best models on the eval split"),
+        Paragraph(
+            "Each trial's best checkpoint (by dev EER) scored on the eval split. **Seen** attacks occur "
+            "among the spoofs of the train split; **unseen** ones do not (seen here: "
+            f"{', '.join(sorted(seen, key=natural_key)) or 'none'})."
+        ),
+    )
     rows = []
     per_attack: list[tuple[str, dict[str, float]]] = []
     for v in views:
         eval_attacks = np.asarray(v.eval_attacks, dtype=object)
         is_seen = np.array([a in v.seen_attacks for a in v.eval_attacks])
-        rows.append([v.role, v.trial.trial_id, v.loss_type, _short_params(v.trial, keys) or "-",
-                     f"{format_eer(v.trial.best_dev_eer)} (epoch {v.trial.best_epoch})",
-                     format_eer(eer_or_nan(v.eval_scores, v.eval_labels)),
-                     format_eer(eer_or_nan(v.eval_scores, v.eval_labels, is_seen)),
-                     format_eer(eer_or_nan(v.eval_scores, v.eval_labels, ~is_seen))])
-        kinds = sorted({a for a, label in zip(v.eval_attacks, v.eval_labels, strict=True) if label == 0}, key=natural_key)
+        rows.append(
+            [
+                v.role,
+                v.trial.trial_id,
+                v.loss_type,
+                _short_params(v.trial, keys) or "-",
+                f"{format_eer(v.trial.best_dev_eer)} (epoch {v.trial.best_epoch})",
+                format_eer(eer_or_nan(v.eval_scores, v.eval_labels)),
+                format_eer(eer_or_nan(v.eval_scores, v.eval_labels, is_seen)),
+                format_eer(eer_or_nan(v.eval_scores, v.eval_labels, ~is_seen)),
+            ]
+        )
+        kinds = sorted(
+            {a for a, label in zip(v.eval_attacks, v.eval_labels, strict=True) if label == 0}, key=natural_key
+        )
         eers = {a: eer_or_nan(v.eval_scores, v.eval_labels, eval_attacks == a) for a in kinds}
         eers["pooled"] = eer_or_nan(v.eval_scores, v.eval_labels)
         per_attack.append((f"{v.trial.trial_id} ({v.loss_type})", eers))
-    w.add(Table(["role", "trial", "loss type", "parameters", "dev EER", "eval EER", "eval EER, seen attacks",
-                 "eval EER, unseen attacks"], rows, right=(4, 5, 6, 7)))
+    w.add(
+        Table(
+            [
+                "role",
+                "trial",
+                "loss type",
+                "parameters",
+                "dev EER",
+                "eval EER",
+                "eval EER, seen attacks",
+                "eval EER, unseen attacks",
+            ],
+            rows,
+            right=(4, 5, 6, 7),
+        )
+    )
     w.add(Paragraph("Score files: " + "; ".join(f"`{v.score_source}`" for v in views) + "."))
-    w.figure("det_eval.png", figures.det_curves(
-        [(f"{v.trial.trial_id} ({v.loss_type})", v.eval_scores[v.eval_labels == 1], v.eval_scores[v.eval_labels == 0])
-         for v in views]), "DET curves on the eval split")
-    attacks = sorted({a for _, eers in per_attack for a in eers if a != "pooled"}, key=natural_key)
-    table_rows = [[a, "yes" if a in seen else "no",
-                   str(sum(1 for x, label in zip(views[0].eval_attacks, views[0].eval_labels, strict=True) if label == 0 and x == a)),
-                   *(format_eer(eers.get(a, math.nan)) for _, eers in per_attack)] for a in attacks]
-    table_rows.append(["all spoofs", "-", str(int((views[0].eval_labels == 0).sum())),
-                       *(format_eer(eers["pooled"]) for _, eers in per_attack)])
-    w.add(Heading(3, "Per-attack EER"),
-          Table(["attack", "seen in train", "spoofs", *(label for label, _ in per_attack)], table_rows,
-                right=tuple(range(2, 3 + len(per_attack)))))
-    w.figure("attack_eer_eval.png", figures.attack_bars(per_attack, seen), "per-attack EER on the eval split")
+    w.figure(
+        "det_eval.png",
+        figures.det_curves(
+            [
+                (
+                    f"{v.trial.trial_id} ({v.loss_type})",
+                    v.eval_scores[v.eval_labels == 1],
+                    v.eval_scores[v.eval_labels == 0],
+                )
+                for v in views
+            ]
+        ),
+        "DET curves on the eval split",
+    )
+    _attack_section(w, views, per_attack, seen)
     for v in views:
         _embedding_section(w, v)
     projector = write_projector(experiment_dir / PROJECTOR_DIR, views)
-    w.add(Heading(3, "TensorBoard projector"),
-          Paragraph("The same dev embeddings (and the centers) with metadata `label`, `attack` and "
-                    "`nearest_center` are in the projector; open its tab with:"),
-          Code(f"tensorboard --logdir {projector}", "sh"))
+    w.add(
+        Heading(3, "TensorBoard projector"),
+        Paragraph(
+            "The same dev embeddings (and the centers) with metadata `label`, `attack` and "
+            "`nearest_center` are in the projector; open its tab with:"
+        ),
+        Code(f"tensorboard --logdir {projector}", "sh"),
+    )
     return projector
+
+
+def _attack_section(
+    w: _Writer, views: list[ModelView], per_attack: list[tuple[str, dict[str, float]]], seen: set[str]
+) -> None:
+    """Per-attack EER of each model on eval, with whether the attack was seen in train: a table and bars."""
+    attacks = sorted({a for _, eers in per_attack for a in eers if a != "pooled"}, key=natural_key)
+    table_rows = [
+        [
+            a,
+            "yes" if a in seen else "no",
+            str(
+                sum(
+                    1
+                    for x, label in zip(views[0].eval_attacks, views[0].eval_labels, strict=True)
+                    if label == 0 and x == a
+                )
+            ),
+            *(format_eer(eers.get(a, math.nan)) for _, eers in per_attack),
+        ]
+        for a in attacks
+    ]
+    table_rows.append(
+        [
+            "all spoofs",
+            "-",
+            str(int((views[0].eval_labels == 0).sum())),
+            *(format_eer(eers["pooled"]) for _, eers in per_attack),
+        ]
+    )
+    w.add(
+        Heading(3, "Per-attack EER"),
+        Table(
+            ["attack", "seen in train", "spoofs", *(label for label, _ in per_attack)],
+            table_rows,
+            right=tuple(range(2, 3 + len(per_attack))),
+        ),
+    )
+    w.figure("attack_eer_eval.png", figures.attack_bars(per_attack, seen), "per-attack EER on the eval split")
 
 
 def _embedding_section(w: _Writer, v: ModelView) -> None:
@@ -278,14 +410,27 @@ def _embedding_section(w: _Writer, v: ModelView) -> None:
     pca = PCA(n_components=2, random_state=0).fit(v.dev_embeddings)
     ratio = pca.explained_variance_ratio_
     centers = pca.transform(v.centers) if v.centers is not None else None
-    sample = f"{len(v.dev_embeddings)} of {v.dev_total}" if len(v.dev_embeddings) < v.dev_total else \
-        f"all {v.dev_total}"
-    title = (f"Dev embeddings, {v.role} {v.trial.trial_id} ({v.loss_type}"
-             f"{f', K={len(v.centers)}' if v.centers is not None else ''}), PCA to 2-D")
-    png = figures.embedding_scatter(pca.transform(v.dev_embeddings), v.dev_labels, v.dev_attacks, v.nearest, centers,
-                                    title, (f"PC 1 ({100 * ratio[0]:.0f}% of variance)",
-                                            f"PC 2 ({100 * ratio[1]:.0f}% of variance)"))
-    w.figure(f"embeddings_{v.trial.trial_id}.png", png, f"dev embeddings of {v.trial.trial_id}",
-             f"{sample} dev utterances; the two components keep {100 * ratio.sum():.0f}% of the variance of the "
-             "unit-norm embeddings" + ("." if ratio.sum() >= 0.8 else
-                                       ", so distances here are only a rough view of cosine distances."))
+    sample = (
+        f"{len(v.dev_embeddings)} of {v.dev_total}" if len(v.dev_embeddings) < v.dev_total else f"all {v.dev_total}"
+    )
+    title = (
+        f"Dev embeddings, {v.role} {v.trial.trial_id} ({v.loss_type}"
+        f"{f', K={len(v.centers)}' if v.centers is not None else ''}), PCA to 2-D"
+    )
+    png = figures.embedding_scatter(
+        pca.transform(v.dev_embeddings),
+        v.dev_labels,
+        v.dev_attacks,
+        v.nearest,
+        centers,
+        title,
+        (f"PC 1 ({100 * ratio[0]:.0f}% of variance)", f"PC 2 ({100 * ratio[1]:.0f}% of variance)"),
+    )
+    w.figure(
+        f"embeddings_{v.trial.trial_id}.png",
+        png,
+        f"dev embeddings of {v.trial.trial_id}",
+        f"{sample} dev utterances; the two components keep {100 * ratio.sum():.0f}% of the variance of the "
+        "unit-norm embeddings"
+        + ("." if ratio.sum() >= 0.8 else ", so distances here are only a rough view of cosine distances."),
+    )

@@ -117,7 +117,9 @@ _NUM = ' class="num"'
 def _html_table(table: Table) -> str:
     head = "".join(f"<th>{_inline(c)}</th>" for c in table.header)
     body = "".join(
-        "<tr>" + "".join(f"<td{_NUM if i in table.right else ''}>{_inline(c)}</td>" for i, c in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(f"<td{_NUM if i in table.right else ''}>{_inline(c)}</td>" for i, c in enumerate(row))
+        + "</tr>"
         for row in table.rows
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
@@ -146,5 +148,7 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
         elif isinstance(block, Code):
             parts.append(f"<pre><code>{html.escape(block.text.rstrip())}</code></pre>")
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
-            f"<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
+    )

@@ -75,25 +75,46 @@ def learning_curves(curves: Sequence[tuple[str, str, list[int], list[float]]], b
         width = 2.6 if label == best else 1.4
         ax.plot(epochs, y, linestyle=style, color=colour, linewidth=width, marker="o", markersize=3, label=label)
         if marker:  # where the trial was cut
-            ax.plot(epochs[-1], y[-1], marker=marker, color=colour, markersize=11, markeredgecolor="black",
-                    linestyle="none")
+            ax.plot(
+                epochs[-1], y[-1], marker=marker, color=colour, markersize=11, markeredgecolor="black", linestyle="none"
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev EER [%]")
     ax.set_title(f"Dev EER per epoch, {len(curves)} trials (thick line: best trial)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    trials_legend = ax.legend(title="trial", fontsize=8, title_fontsize=9, loc="upper left",
-                              bbox_to_anchor=(1.01, 1.0), ncol=1 if len(curves) <= 16 else 2)
+    trials_legend = ax.legend(
+        title="trial",
+        fontsize=8,
+        title_fontsize=9,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        ncol=1 if len(curves) <= 16 else 2,
+    )
     _keep(ax, trials_legend)
     drawn = {state for _, state, epochs, _ in curves if epochs and state in _STATE_STYLE}
     states = sorted(drawn, key=list(_STATE_STYLE).index)
-    handles = [Line2D([], [], color="0.3", linestyle=_STATE_STYLE[s][0], marker=_STATE_STYLE[s][1],
-                      markersize=9, markeredgecolor="black",
-                      label={"stopped": "stopped early (ASHA)", "finished": "finished",
-                             "error": "errored", "running": "still running"}[s])
-               for s in states]
-    ax.legend(handles=handles, title="state", fontsize=8, title_fontsize=9, loc="lower left",
-              bbox_to_anchor=(1.01, 0.0))
+    handles = [
+        Line2D(
+            [],
+            [],
+            color="0.3",
+            linestyle=_STATE_STYLE[s][0],
+            marker=_STATE_STYLE[s][1],
+            markersize=9,
+            markeredgecolor="black",
+            label={
+                "stopped": "stopped early (ASHA)",
+                "finished": "finished",
+                "error": "errored",
+                "running": "still running",
+            }[s],
+        )
+        for s in states
+    ]
+    ax.legend(
+        handles=handles, title="state", fontsize=8, title_fontsize=9, loc="lower left", bbox_to_anchor=(1.01, 0.0)
+    )
     return _png(fig)
 
 
@@ -102,8 +123,12 @@ def importance_bars(importance: dict[str, float], trials: int) -> bytes:
     items = sorted(importance.items(), key=lambda kv: kv[1])
     fig = Figure(figsize=(7, 0.5 * len(items) + 1.6))
     ax = fig.subplots()
-    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue",
-            label=f"fANOVA importance ({trials} finished trials)")
+    ax.barh(
+        [k for k, _ in items],
+        [v for _, v in items],
+        color="tab:blue",
+        label=f"fANOVA importance ({trials} finished trials)",
+    )
     for i, (_, v) in enumerate(items):
         ax.text(v, i, f" {v:.2f}", va="center", fontsize=9)
     ax.set_xlim(0, max(1.0, max(v for _, v in items) * 1.15))
@@ -136,8 +161,13 @@ def det_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], split: str 
         eer, _ = compute_eer(bonafide, spoof)
         ax.plot(probit(far), probit(frr), color=colour, linewidth=2, label=f"{label}: EER {100 * eer:.2f}%")
         ax.plot(probit(eer), probit(eer), marker="o", color=colour, markeredgecolor="black", markersize=8)
-    ax.plot([probit(low), probit(high)], [probit(low), probit(high)], color="0.6", linestyle=":",
-            label="miss = false alarm (EER points on it)")
+    ax.plot(
+        [probit(low), probit(high)],
+        [probit(low), probit(high)],
+        color="0.6",
+        linestyle=":",
+        label="miss = false alarm (EER points on it)",
+    )
     ticks = [t for t in _DET_TICKS if low <= t <= high]
     labels = [f"{100 * t:g}" for t in ticks]
     for axis in (ax.xaxis, ax.yaxis):
@@ -171,8 +201,15 @@ def attack_bars(models: Sequence[tuple[str, dict[str, float]]], seen: set[str]) 
     for m, ((label, rows), colour) in enumerate(zip(models, _colours(len(models)), strict=True)):
         heights = [100 * rows.get(a, math.nan) for a in ordered]
         hatches = ["//" if a not in seen and a != "pooled" else "" for a in ordered]
-        bars = ax.bar(x + (m - (len(models) - 1) / 2) * width, heights, width, color=colour, label=label,
-                      edgecolor="black", linewidth=0.5)
+        bars = ax.bar(
+            x + (m - (len(models) - 1) / 2) * width,
+            heights,
+            width,
+            color=colour,
+            label=label,
+            edgecolor="black",
+            linewidth=0.5,
+        )
         for bar, hatch in zip(bars, hatches, strict=True):
             bar.set_hatch(hatch)
         if annotate:
@@ -181,8 +218,14 @@ def attack_bars(models: Sequence[tuple[str, dict[str, float]]], seen: set[str]) 
     if unseen:
         ax.axvspan(unseen[0] - 0.5, unseen[-1] + 0.5, color="0.92", zorder=0)
     ax.axvline(len(ordered) - 1.5, color="0.5", linewidth=0.8)
-    ax.set_xticks(x, [f"{a}\n(unseen)" if i in unseen else (f"{a}\n(seen)" if a != "pooled" else "all\nspoofs")
-                      for i, a in enumerate(ordered)], fontsize=8)
+    ax.set_xticks(
+        x,
+        [
+            f"{a}\n(unseen)" if i in unseen else (f"{a}\n(seen)" if a != "pooled" else "all\nspoofs")
+            for i, a in enumerate(ordered)
+        ],
+        fontsize=8,
+    )
     ax.set_xlabel("attack (shaded + hatched: not in the train split)")
     ax.set_ylabel("EER [%] (bonafide vs that attack)")
     ax.set_title("Per-attack EER on the eval split")
@@ -194,49 +237,128 @@ def attack_bars(models: Sequence[tuple[str, dict[str, float]]], seen: set[str]) 
     return _png(fig)
 
 
-def embedding_scatter(points: np.ndarray, labels: np.ndarray, attacks: Sequence[str], nearest: np.ndarray | None,
-                      centers: np.ndarray | None, title: str, axis_labels: tuple[str, str]) -> bytes:
+def embedding_scatter(
+    points: np.ndarray,
+    labels: np.ndarray,
+    attacks: Sequence[str],
+    nearest: np.ndarray | None,
+    centers: np.ndarray | None,
+    title: str,
+    axis_labels: tuple[str, str],
+) -> bytes:
     """2-D projection: bonafide coloured by nearest center (circles), spoofs by attack (crosses), centers as stars.
 
     points: (N, 2); labels: (N,); nearest: (N,) or None; centers: (K, 2) or None.
     """
     fig = Figure(figsize=(9.5, 6.5))
     ax = fig.subplots()
-    bonafide = labels == 1
-    bona_handles: list[Any] = []
-    if nearest is not None and centers is not None:
-        cluster_colours = _colours(len(centers))
-        for k, colour in enumerate(cluster_colours):
-            mask = bonafide & (nearest == k)
-            handle = ax.scatter(points[mask, 0], points[mask, 1], s=20, color=colour, alpha=0.85, marker="o",
-                                edgecolors="black", linewidths=0.3, zorder=3, label=f"c{k} ({int(mask.sum())})")
-            bona_handles.append(handle)
-        for k, (cx, cy) in enumerate(centers):
-            ax.scatter(cx, cy, s=320, marker="*", color=cluster_colours[k], edgecolors="black", linewidths=1.2,
-                       zorder=5)
-            ax.annotate(f"c{k}", (cx, cy), xytext=(6, 6), textcoords="offset points", fontsize=9, weight="bold")
-        bona_handles.append(Line2D([], [], marker="*", color="0.5", markeredgecolor="black", markersize=14,
-                                   linestyle="none", label="bonafide center"))
-        bona_title = "bonafide, by nearest center"
-    else:
-        bona_handles.append(ax.scatter(points[bonafide, 0], points[bonafide, 1], s=20, color="tab:blue", alpha=0.85,
-                                       edgecolors="black", linewidths=0.3, zorder=3,
-                                       label=f"bonafide ({int(bonafide.sum())})"))
-        bona_title = "bonafide (no centers: ce_only)"
-    attack_array = np.asarray(attacks, dtype=object)
-    spoof_kinds = sorted({a for a, label in zip(attacks, labels, strict=True) if label == 0}, key=natural_key)
-    spoof_handles = []
-    for attack, colour in zip(spoof_kinds, _colours(len(spoof_kinds), "Dark2" if len(spoof_kinds) <= 8 else "tab20"), strict=True):
-        mask = (labels == 0) & (attack_array == attack)
-        spoof_handles.append(ax.scatter(points[mask, 0], points[mask, 1], s=20, color=colour, marker="x", alpha=0.6,
-                                        linewidths=1.0, zorder=2, label=f"{attack} ({int(mask.sum())})"))
-    first = ax.legend(handles=bona_handles, title=bona_title, fontsize=8, title_fontsize=9, loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0), ncol=1 if len(bona_handles) <= 12 else 2)
+    bona_handles, bona_title = _bonafide_points(ax, points, labels == 1, nearest, centers)
+    spoof_handles = _spoof_points(ax, points, labels, attacks)
+    first = ax.legend(
+        handles=bona_handles,
+        title=bona_title,
+        fontsize=8,
+        title_fontsize=9,
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        ncol=1 if len(bona_handles) <= 12 else 2,
+    )
     _keep(ax, first)
-    ax.legend(handles=spoof_handles, title="spoof, by attack", fontsize=8, title_fontsize=9, loc="lower left",
-              bbox_to_anchor=(1.01, 0.0), ncol=1 if len(spoof_handles) <= 12 else 2)
+    ax.legend(
+        handles=spoof_handles,
+        title="spoof, by attack",
+        fontsize=8,
+        title_fontsize=9,
+        loc="lower left",
+        bbox_to_anchor=(1.01, 0.0),
+        ncol=1 if len(spoof_handles) <= 12 else 2,
+    )
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
     return _png(fig)
+
+
+def _bonafide_points(
+    ax: Any, points: np.ndarray, bonafide: np.ndarray, nearest: np.ndarray | None, centers: np.ndarray | None
+) -> tuple[list[Any], str]:
+    """Bonafide points coloured by nearest center, and the centers as stars (one colour for all without centers);
+    their legend handles and the legend's title."""
+    bona_handles: list[Any] = []
+    if nearest is not None and centers is not None:
+        cluster_colours = _colours(len(centers))
+        for k, colour in enumerate(cluster_colours):
+            mask = bonafide & (nearest == k)
+            handle = ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=20,
+                color=colour,
+                alpha=0.85,
+                marker="o",
+                edgecolors="black",
+                linewidths=0.3,
+                zorder=3,
+                label=f"c{k} ({int(mask.sum())})",
+            )
+            bona_handles.append(handle)
+        for k, (cx, cy) in enumerate(centers):
+            ax.scatter(
+                cx, cy, s=320, marker="*", color=cluster_colours[k], edgecolors="black", linewidths=1.2, zorder=5
+            )
+            ax.annotate(f"c{k}", (cx, cy), xytext=(6, 6), textcoords="offset points", fontsize=9, weight="bold")
+        bona_handles.append(
+            Line2D(
+                [],
+                [],
+                marker="*",
+                color="0.5",
+                markeredgecolor="black",
+                markersize=14,
+                linestyle="none",
+                label="bonafide center",
+            )
+        )
+        bona_title = "bonafide, by nearest center"
+    else:
+        bona_handles.append(
+            ax.scatter(
+                points[bonafide, 0],
+                points[bonafide, 1],
+                s=20,
+                color="tab:blue",
+                alpha=0.85,
+                edgecolors="black",
+                linewidths=0.3,
+                zorder=3,
+                label=f"bonafide ({int(bonafide.sum())})",
+            )
+        )
+        bona_title = "bonafide (no centers: ce_only)"
+    return bona_handles, bona_title
+
+
+def _spoof_points(ax: Any, points: np.ndarray, labels: np.ndarray, attacks: Sequence[str]) -> list[Any]:
+    """Spoof points as crosses, one colour per attack; their legend handles."""
+    attack_array = np.asarray(attacks, dtype=object)
+    spoof_kinds = sorted({a for a, label in zip(attacks, labels, strict=True) if label == 0}, key=natural_key)
+    spoof_handles = []
+    for attack, colour in zip(
+        spoof_kinds, _colours(len(spoof_kinds), "Dark2" if len(spoof_kinds) <= 8 else "tab20"), strict=True
+    ):
+        mask = (labels == 0) & (attack_array == attack)
+        spoof_handles.append(
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=20,
+                color=colour,
+                marker="x",
+                alpha=0.6,
+                linewidths=1.0,
+                zorder=2,
+                label=f"{attack} ({int(mask.sum())})",
+            )
+        )
+    return spoof_handles

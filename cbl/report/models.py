@@ -108,8 +108,15 @@ def _dev_sample(records: Sequence[Any], max_points: int) -> list[Any]:
     return [records[i] for i in keep]
 
 
-def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path, *, max_points: int = 2000,
-                  echo: Callable[[str], None] = print) -> ModelView:
+def analyse_trial(
+    trial: TrialInfo,
+    role: str,
+    experiment_dir: Path,
+    cache: Path,
+    *,
+    max_points: int = 2000,
+    echo: Callable[[str], None] = print,
+) -> ModelView:
     """Eval scores and dev embeddings of ``trial``'s best checkpoint (cached under ``cache``)."""
     checkpoint = trial.best_checkpoint
     config = load_config(trial.path / "config.yaml")
@@ -149,19 +156,32 @@ def analyse_trial(trial: TrialInfo, role: str, experiment_dir: Path, cache: Path
         by_id = {u: i for i, u in enumerate(out["utt_id"])}
         order = [by_id[r.utt_id] for r in sample]  # the loader may batch by length: back to sample order
         centers = lm.centers.centers.detach().float().cpu().numpy() if lm.centers is not None else np.zeros((0, 0))
-        arrays = {"embedding": out["embedding"].numpy()[order], "label": out["label"].numpy()[order],
-                  "attack": np.array([out["attack"][i] for i in order]), "centers": centers}
+        arrays = {
+            "embedding": out["embedding"].numpy()[order],
+            "label": out["label"].numpy()[order],
+            "attack": np.array([out["attack"][i] for i in order]),
+            "centers": centers,
+        }
         _write_npz(embedded, signature, arrays)
     centers = arrays["centers"] if arrays["centers"].size else None
     if centers is not None:
         centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)
     seen = {r.attack for r in load_split(config.data, "train") if r.label == 0}
     return ModelView(
-        role=role, trial=trial, loss_type=config.loss.type, eval_ids=ids, eval_scores=scores,
-        eval_labels=np.array([r.label for r in records], dtype=np.int64), eval_attacks=[r.attack for r in records],
-        score_source=str(score_file), dev_embeddings=arrays["embedding"].astype(np.float64),
-        dev_labels=arrays["label"].astype(np.int64), dev_attacks=[str(a) for a in arrays["attack"]],
-        dev_total=len(dev_records), centers=centers, seen_attacks=seen,
+        role=role,
+        trial=trial,
+        loss_type=config.loss.type,
+        eval_ids=ids,
+        eval_scores=scores,
+        eval_labels=np.array([r.label for r in records], dtype=np.int64),
+        eval_attacks=[r.attack for r in records],
+        score_source=str(score_file),
+        dev_embeddings=arrays["embedding"].astype(np.float64),
+        dev_labels=arrays["label"].astype(np.int64),
+        dev_attacks=[str(a) for a in arrays["attack"]],
+        dev_total=len(dev_records),
+        centers=centers,
+        seen_attacks=seen,
     )
 
 
@@ -196,15 +216,24 @@ def write_projector(log_dir: Path, views: Sequence[ModelView]) -> Path:
             tag = f"{view.role.replace(' ', '_')}-{view.trial.trial_id}"
             shutil.rmtree(log_dir / "00000" / tag, ignore_errors=True)  # a rerun replaces, never duplicates
             nearest = view.nearest
-            rows = [["bonafide" if label == 1 else "spoof", attack if label == 0 else "-",
-                     f"c{nearest[i]}" if nearest is not None else "-"]
-                    for i, (label, attack) in enumerate(zip(view.dev_labels, view.dev_attacks, strict=True))]
+            rows = [
+                [
+                    "bonafide" if label == 1 else "spoof",
+                    attack if label == 0 else "-",
+                    f"c{nearest[i]}" if nearest is not None else "-",
+                ]
+                for i, (label, attack) in enumerate(zip(view.dev_labels, view.dev_attacks, strict=True))
+            ]
             matrix = view.dev_embeddings
             if view.centers is not None:  # the centers themselves, so they can be found in the projector
                 rows += [["center", "-", f"c{k}"] for k in range(len(view.centers))]
                 matrix = np.concatenate([matrix, view.centers])
-            writer.add_embedding(torch.from_numpy(matrix.astype(np.float32)), metadata=rows,
-                                 metadata_header=["label", "attack", "nearest_center"], tag=tag)
+            writer.add_embedding(
+                torch.from_numpy(matrix.astype(np.float32)),
+                metadata=rows,
+                metadata_header=["label", "attack", "nearest_center"],
+                tag=tag,
+            )
     finally:
         writer.close()
     return log_dir
@@ -216,4 +245,3 @@ def eer_or_nan(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None =
     if not (labels == 1).any() or not spoof.any():
         return math.nan
     return compute_eer(scores[labels == 1], scores[spoof])[0]
-

@@ -67,8 +67,14 @@ def searched_keys(params: Sequence[Param], trials: Sequence[TrialInfo]) -> list[
 def rank_trials(trials: Sequence[TrialInfo], mode: str = "min") -> list[TrialInfo]:
     """Best dev EER first (``mode``); trials without a dev EER last, by id."""
     sign = 1.0 if mode == "min" else -1.0
-    return sorted(trials, key=lambda t: (math.isnan(t.best_dev_eer), 0.0 if math.isnan(t.best_dev_eer)
-                                         else sign * t.best_dev_eer, t.trial_id))
+    return sorted(
+        trials,
+        key=lambda t: (
+            math.isnan(t.best_dev_eer),
+            0.0 if math.isnan(t.best_dev_eer) else sign * t.best_dev_eer,
+            t.trial_id,
+        ),
+    )
 
 
 def results_table(trials: Sequence[TrialInfo], keys: Sequence[str], mode: str = "min") -> Table:
@@ -76,9 +82,17 @@ def results_table(trials: Sequence[TrialInfo], keys: Sequence[str], mode: str = 
     header = ["rank", "trial", "state", "epochs", "best dev EER", "best epoch", *keys]
     rows = []
     for rank, t in enumerate(rank_trials(trials, mode), start=1):
-        rows.append([str(rank), t.trial_id, t.state, str(t.epochs), format_eer(t.best_dev_eer),
-                     str(t.best_epoch) if t.epochs else "-",
-                     *(format_value(t.params[k]) if k in t.params else "-" for k in keys)])
+        rows.append(
+            [
+                str(rank),
+                t.trial_id,
+                t.state,
+                str(t.epochs),
+                format_eer(t.best_dev_eer),
+                str(t.best_epoch) if t.epochs else "-",
+                *(format_value(t.params[k]) if k in t.params else "-" for k in keys),
+            ]
+        )
     return Table(header, rows, right=(0, 3, 4, 5))
 
 
@@ -116,8 +130,9 @@ def _bin_label(edges: np.ndarray, index: int) -> str:
     return f"[{edges[index]:.3g}, {edges[index + 1]:.3g}{close}"
 
 
-def marginal_rows(trials: Sequence[TrialInfo], keys: Sequence[str], params: dict[str, Param],
-                  mode: str = "min") -> tuple[list[MarginalRow], list[str]]:
+def marginal_rows(
+    trials: Sequence[TrialInfo], keys: Sequence[str], params: dict[str, Param], mode: str = "min"
+) -> tuple[list[MarginalRow], list[str]]:
     """Best and median dev EER per value of each key, over the trials that reported a dev EER.
 
     Returns the rows and notes (binned keys, conditional keys). A value of the
@@ -139,10 +154,12 @@ def marginal_rows(trials: Sequence[TrialInfo], keys: Sequence[str], params: dict
             for t in having:
                 index = min(int(np.searchsorted(edges, t.params[key], side="right")) - 1, len(edges) - 2)
                 groups[_bin_label(edges, max(index, 0))].append(t.best_dev_eer)
-            notes.append(f"`{key}` is continuous: its values are grouped into {len(edges) - 1} "
-                         f"{'log-spaced' if log else 'equal-width'} bins of the searched range.")
+            notes.append(
+                f"`{key}` is continuous: its values are grouped into {len(edges) - 1} "
+                f"{'log-spaced' if log else 'equal-width'} bins of the searched range."
+            )
         else:
-            for value in (param.values if param is not None else ()):
+            for value in param.values if param is not None else ():
                 groups[format_value(value)] = []
             for t in having:
                 groups.setdefault(format_value(t.params[key]), []).append(t.best_dev_eer)
@@ -150,15 +167,24 @@ def marginal_rows(trials: Sequence[TrialInfo], keys: Sequence[str], params: dict
             condition = " and ".join(f"{k} in [{', '.join(map(format_value, v))}]" for k, v in param.when)
             notes.append(f"`{key}` is sampled only when {condition}; its rows count only those trials.")
         for label, eers in groups.items():
-            rows.append(MarginalRow(key, label, len(eers), pick(eers) if eers else math.nan,
-                                    statistics.median(eers) if eers else math.nan))
+            rows.append(
+                MarginalRow(
+                    key,
+                    label,
+                    len(eers),
+                    pick(eers) if eers else math.nan,
+                    statistics.median(eers) if eers else math.nan,
+                )
+            )
     return rows, notes
 
 
 def marginal_table(rows: Sequence[MarginalRow]) -> Table:
-    return Table(["parameter", "value", "trials", "best dev EER", "median dev EER"],
-                 [[r.key, r.value, str(r.trials), format_eer(r.best), format_eer(r.median)] for r in rows],
-                 right=(2, 3, 4))
+    return Table(
+        ["parameter", "value", "trials", "best dev EER", "median dev EER"],
+        [[r.key, r.value, str(r.trials), format_eer(r.best), format_eer(r.median)] for r in rows],
+        right=(2, 3, 4),
+    )
 
 
 # --------------------------------------------------------------------------- importance
@@ -175,12 +201,22 @@ def _distribution(param: Param | None, observed: list[Any]) -> Any:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     numbers = all(_is_number(v) for v in observed)
-    if param is not None and param.low is not None and param.high is not None and \
-            param.kind in ("uniform", "loguniform") and numbers:
+    if (
+        param is not None
+        and param.low is not None
+        and param.high is not None
+        and param.kind in ("uniform", "loguniform")
+        and numbers
+    ):
         low, high = min(float(param.low), *observed), max(float(param.high), *observed)
         return FloatDistribution(low, high, log=param.kind == "loguniform" and low > 0)
-    if param is not None and param.low is not None and param.high is not None and param.kind == "int" and \
-            all(isinstance(v, int) for v in observed):
+    if (
+        param is not None
+        and param.low is not None
+        and param.high is not None
+        and param.kind == "int"
+        and all(isinstance(v, int) for v in observed)
+    ):
         step = param.step or 1
         low = min(int(param.low), *observed)
         high = max(int(param.high), *observed)
@@ -192,8 +228,9 @@ def _distribution(param: Param | None, observed: list[Any]) -> Any:
     return CategoricalDistribution(choices)
 
 
-def param_importance(trials: Sequence[TrialInfo], keys: Sequence[str], params: dict[str, Param],
-                     mode: str = "min") -> Importance:
+def param_importance(
+    trials: Sequence[TrialInfo], keys: Sequence[str], params: dict[str, Param], mode: str = "min"
+) -> Importance:
     """fANOVA importance of each key for the best dev EER of the finished trials.
 
     fANOVA needs every parameter in every trial, so a key missing from some
@@ -205,15 +242,19 @@ def param_importance(trials: Sequence[TrialInfo], keys: Sequence[str], params: d
     finished = [t for t in trials if t.state == "finished" and not math.isnan(t.best_dev_eer)]
     result = Importance(trials=len(finished))
     if len(finished) < 2:
-        result.reason = (f"{len(finished)} finished trial(s) with a dev EER: importance needs at least 2 "
-                         "(stopped and errored trials are not counted: their EER comes from fewer epochs)")
+        result.reason = (
+            f"{len(finished)} finished trial(s) with a dev EER: importance needs at least 2 "
+            "(stopped and errored trials are not counted: their EER comes from fewer epochs)"
+        )
         return result
     used: list[str] = []
     for key in keys:
         missing = sum(key not in t.params for t in finished)
         if missing:
-            result.left_out.append(f"`{key}`: absent from {missing} of {len(finished)} finished trials "
-                                   "(conditional), and fANOVA needs every parameter in every trial")
+            result.left_out.append(
+                f"`{key}`: absent from {missing} of {len(finished)} finished trials "
+                "(conditional), and fANOVA needs every parameter in every trial"
+            )
         elif len({repr(t.params[key]) for t in finished}) < 2:
             result.left_out.append(f"`{key}`: one value in every finished trial, so nothing to attribute")
         elif not all(isinstance(t.params[key], (str, int, float, bool)) for t in finished):
@@ -221,24 +262,34 @@ def param_importance(trials: Sequence[TrialInfo], keys: Sequence[str], params: d
         else:
             used.append(key)
     if len(used) < 2:
-        result.reason = (f"{len(used)} parameter(s) left to compare ({', '.join(used) or 'none'}): importance "
-                         "ranks two or more parameters")
+        result.reason = (
+            f"{len(used)} parameter(s) left to compare ({', '.join(used) or 'none'}): importance "
+            "ranks two or more parameters"
+        )
         return result
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="minimize" if mode == "min" else "maximize")
     distributions = {k: _distribution(params.get(k), [t.params[k] for t in finished]) for k in used}
     for t in finished:
-        study.add_trial(optuna.trial.create_trial(params={k: t.params[k] for k in used},
-                                                  distributions=distributions, value=t.best_dev_eer))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={k: t.params[k] for k in used}, distributions=distributions, value=t.best_dev_eer
+            )
+        )
     try:
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        result.values = {k: float(v) for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator,
-                                                                                         params=used).items()}
+        result.values = {
+            k: float(v)
+            for k, v in optuna.importance.get_param_importances(study, evaluator=evaluator, params=used).items()
+        }
     except (ValueError, RuntimeError, ZeroDivisionError) as exc:  # e.g. every trial with the same EER
         result.reason = f"Optuna could not compute importances: {exc}"
     return result
 
 
 def importance_table(importance: Importance) -> Table:
-    return Table(["parameter", "importance"],
-                 [[k, f"{v:.3f}"] for k, v in sorted(importance.values.items(), key=lambda kv: -kv[1])], right=(1,))
+    return Table(
+        ["parameter", "importance"],
+        [[k, f"{v:.3f}"] for k, v in sorted(importance.values.items(), key=lambda kv: -kv[1])],
+        right=(1,),
+    )

@@ -1,6 +1,6 @@
 """A sweep: a search-space file run as Ray Tune trials (Optuna TPE / random / grid, ASHA), read back without Ray.
 
-Modules: ``space`` (the search-space file: schema, validation, sampling), ``settings``
+Modules: ``space`` (the search-space file: schema, validation), ``sampling`` (define-by-run, grids), ``settings``
 (what every trial needs to rebuild its config; checks before Ray starts), ``trial``
 (the trainable: one :func:`cbl.engine.fit` per trial), ``searchers`` (grid,
 pruned-aware Optuna, the redraw rule), ``asha`` (ASHA whose decisions survive a

@@ -62,8 +62,10 @@ class PersistentASHA(ASHAScheduler):
         # a state file of another bracket count restores the brackets it has
         for bracket, saved in zip(self._brackets, state.get("brackets", []), strict=False):
             by_milestone = {float(m): recorded for m, recorded in saved}
-            bracket._rungs = [(milestone, dict(by_milestone.get(float(milestone), recorded)))
-                              for milestone, recorded in bracket._rungs]
+            bracket._rungs = [
+                (milestone, dict(by_milestone.get(float(milestone), recorded)))
+                for milestone, recorded in bracket._rungs
+            ]
 
     def _save(self) -> None:
         state = {

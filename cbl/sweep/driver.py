@@ -21,9 +21,10 @@ from ray.tune import Callback
 
 from cbl.errors import CblError
 from cbl.sweep.asha import PersistentASHA
+from cbl.sweep.sampling import total_trials
 from cbl.sweep.searchers import build_searcher
 from cbl.sweep.settings import SweepSettings
-from cbl.sweep.space import SearchSpace, total_trials
+from cbl.sweep.space import SearchSpace
 from cbl.sweep.store import best_trial, format_param, read_trials, trial_dir, write_sweep, write_trial_state
 from cbl.sweep.trial import run_trial
 
@@ -35,8 +36,12 @@ def start_ray(address: str | None, spec: SearchSpace) -> dict[str, float]:
     if ray.is_initialized():
         resources = ray.cluster_resources()
     else:
-        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
-                                  "logging_level": "ERROR"}
+        kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": True,
+            "logging_level": "ERROR",
+        }
         if address:
             ray.init(address=address, **kwargs)
         else:
@@ -47,8 +52,10 @@ def start_ray(address: str | None, spec: SearchSpace) -> dict[str, float]:
         logging.getLogger(name).setLevel(logging.CRITICAL)
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if spec.gpu > 0 and gpus == 0:
-        raise CblError(f"{spec.source}: resources.gpu is {spec.gpu} per trial, but the Ray cluster has no GPU "
-                       "(set resources.gpu: 0, or run where a GPU is visible)")
+        raise CblError(
+            f"{spec.source}: resources.gpu is {spec.gpu} per trial, but the Ray cluster has no GPU "
+            "(set resources.gpu: 0, or run where a GPU is visible)"
+        )
     if spec.gpu > gpus:
         raise CblError(f"{spec.source}: resources.gpu is {spec.gpu} per trial, but the cluster has {gpus:g} GPU(s)")
     if spec.cpu > cpus:
@@ -70,8 +77,10 @@ class TrialLines(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         params = ", ".join(f"{k.split('.')[-1]}={format_param(v)}" for k, v in (trial.config or {}).items())
-        _echo(f"[{trial.trial_id}] epoch {result.get('epoch', '?')}/{self.max_t}  dev EER "
-              f"{100 * result.get('dev_eer', math.nan):.2f}%  ({params})")
+        _echo(
+            f"[{trial.trial_id}] epoch {result.get('epoch', '?')}/{self.max_t}  dev EER "
+            f"{100 * result.get('dev_eer', math.nan):.2f}%  ({params})"
+        )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         path = trial_dir(self.experiment_dir, trial.trial_id)
@@ -114,20 +123,27 @@ def build_tuner(settings: SweepSettings, spec: SearchSpace) -> tuple[Any, tune.T
     search_alg = build_searcher(spec, str(experiment_dir))
     scheduler = None
     if spec.scheduler == "asha":
-        scheduler = PersistentASHA(str(experiment_dir), max_t=max_t, grace_period=spec.grace_period,
-                                   reduction_factor=spec.reduction_factor)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, settings=asdict(settings)),
-                                    {"cpu": spec.cpu, "gpu": spec.gpu})
+        scheduler = PersistentASHA(
+            str(experiment_dir), max_t=max_t, grace_period=spec.grace_period, reduction_factor=spec.reduction_factor
+        )
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, settings=asdict(settings)), {"cpu": spec.cpu, "gpu": spec.gpu}
+    )
     total = total_trials(spec)
     tune_config = tune.TuneConfig(
-        metric=spec.metric, mode=spec.mode, search_alg=search_alg, scheduler=scheduler,
+        metric=spec.metric,
+        mode=spec.mode,
+        search_alg=search_alg,
+        scheduler=scheduler,
         num_samples=total if spec.algorithm == "grid" else spec.num_samples,
         max_concurrent_trials=spec.max_concurrent or None,
         trial_dirname_creator=_trial_dirname,
         reuse_actors=True,
     )
     run_config = tune.RunConfig(
-        name=experiment_dir.name, storage_path=str(experiment_dir.parent), verbose=0,
+        name=experiment_dir.name,
+        storage_path=str(experiment_dir.parent),
+        verbose=0,
         callbacks=[TrialLines(str(experiment_dir), total, max_t)],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )
@@ -138,19 +154,29 @@ def _trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def run_sweep(settings: SweepSettings, spec: SearchSpace, *, address: str | None, resume: bool,
-              retry_errored: bool = False) -> None:
+def run_sweep(
+    settings: SweepSettings, spec: SearchSpace, *, address: str | None, resume: bool, retry_errored: bool = False
+) -> None:
     """Run (or resume) the sweep to completion; returns when every trial has ended."""
     start_ray(address, spec)
     experiment_dir = Path(settings.experiment_dir)
     trainable, tune_config, run_config = build_tuner(settings, spec)
     if resume and tune.Tuner.can_restore(str(experiment_dir)):
-        tuner = tune.Tuner.restore(str(experiment_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=retry_errored, restart_errored=False)
+        tuner = tune.Tuner.restore(
+            str(experiment_dir),
+            trainable=trainable,
+            resume_unfinished=True,
+            resume_errored=retry_errored,
+            restart_errored=False,
+        )
     else:
         tuner = tune.Tuner(trainable, param_space={}, tune_config=tune_config, run_config=run_config)
-    sweep = {"settings": asdict(settings), "state": "running", "started": time.time(),
-             "total_trials": total_trials(spec)}
+    sweep = {
+        "settings": asdict(settings),
+        "state": "running",
+        "started": time.time(),
+        "total_trials": total_trials(spec),
+    }
     write_sweep(experiment_dir, sweep)
     results = tuner.fit()
     sys.stdout.flush()
@@ -167,5 +193,9 @@ def mark_lost_trials(experiment_dir: Path, known: set[str]) -> None:
     """
     for trial in read_trials(experiment_dir):
         if trial.trial_id not in known and trial.state == "running":
-            write_trial_state(trial.path, state="lost", error="started after Ray's last snapshot before an "
-                              "interruption; Ray ran this configuration again as a new trial")
+            write_trial_state(
+                trial.path,
+                state="lost",
+                error="started after Ray's last snapshot before an "
+                "interruption; Ray ran this configuration again as a new trial",
+            )

@@ -58,18 +58,23 @@ class FinalEval:
         if self.selection is None:
             return f"final {self.target}: nothing evaluated"
         seed, eer = self.selection
-        lines = [f"selection run (trial {self.trial_id}, seed {seed}): {self.target} EER {100 * eer:.2f}%"
-                 f"{self._tdcf(seed)} (optimistically biased: this run won the selection on dev)"]
+        lines = [
+            f"selection run (trial {self.trial_id}, seed {seed}): {self.target} EER {100 * eer:.2f}%"
+            f"{self._tdcf(seed)} (optimistically biased: this run won the selection on dev)"
+        ]
         mean, std = self.mean, self.std
         if mean is None:
-            lines.append(f"final {self.target}: no fresh seeds (final-eval --seeds N retrains N fresh seeds for an "
-                         "unbiased mean +- std)")
+            lines.append(
+                f"final {self.target}: no fresh seeds (final-eval --seeds N retrains N fresh seeds for an "
+                "unbiased mean +- std)"
+            )
         else:
             each = ", ".join(f"seed {s}: {100 * e:.2f}%{self._tdcf(s)}" for s, e in self.eers)
             spread = f" +- {100 * std:.2f}%" if std is not None else " (std needs 2 seeds)"
             plural = "s" if len(self.eers) > 1 else ""
-            lines.append(f"final {self.target} EER {100 * mean:.2f}%{spread} over {len(self.eers)} fresh "
-                         f"seed{plural} ({each})")
+            lines.append(
+                f"final {self.target} EER {100 * mean:.2f}%{spread} over {len(self.eers)} fresh seed{plural} ({each})"
+            )
         return "\n".join(lines)
 
 
@@ -84,9 +89,11 @@ def export_best_config(experiment_dir: Path, best: TrialInfo, dest: Path | None 
     """Write the best trial's resolved config, with a header saying where it came from."""
     dest = dest or experiment_dir / "best_config.yaml"
     params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()))
-    header = (f"# best configuration of {experiment_dir.name}: trial {best.trial_id}, dev EER "
-              f"{100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}\n# sampled: {params or '(grid point)'}\n"
-              f"# train it again: cbl-search train {dest.name}\n")
+    header = (
+        f"# best configuration of {experiment_dir.name}: trial {best.trial_id}, dev EER "
+        f"{100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}\n# sampled: {params or '(grid point)'}\n"
+        f"# train it again: cbl-search train {dest.name}\n"
+    )
     return atomic_write_text(dest, header + (best.path / "config.yaml").read_text())
 
 
@@ -132,14 +139,24 @@ def final_evaluation(
         result.score_files.append(str(score_file))
         role = "selection run" if selection else "fresh seed"
         echo(f"{role} {run_seed}: {target} EER {100 * evaluated.eer:.2f}%  ({score_file})")
-    summary = {"trial_id": best.trial_id, "params": best.params, "dev_eer": best.best_dev_eer,
-               "dev_epoch": best.best_epoch, "target": target,
-               "selection": {"seed": result.selection[0], "eer": result.selection[1]} if result.selection else None,
-               "eers": result.eers, "mean_eer": result.mean, "std_eer": result.std,
-               "min_tdcf": {str(k): v for k, v in result.min_tdcf.items()}, "score_files": result.score_files}
+    summary = {
+        "trial_id": best.trial_id,
+        "params": best.params,
+        "dev_eer": best.best_dev_eer,
+        "dev_epoch": best.best_epoch,
+        "target": target,
+        "selection": {"seed": result.selection[0], "eer": result.selection[1]} if result.selection else None,
+        "eers": result.eers,
+        "mean_eer": result.mean,
+        "std_eer": result.std,
+        "min_tdcf": {str(k): v for k, v in result.min_tdcf.items()},
+        "score_files": result.score_files,
+    }
     atomic_write_text(out_dir / f"summary-{target}.json", json.dumps(summary, indent=2))
-    atomic_write_text(out_dir / f"summary-{target}.md",
-                      f"{result.summary_line()}\n\nSelection run (best checkpoint):\n\n```\n{result.attack_table}\n```\n")
+    atomic_write_text(
+        out_dir / f"summary-{target}.md",
+        f"{result.summary_line()}\n\nSelection run (best checkpoint):\n\n```\n{result.attack_table}\n```\n",
+    )
     return result
 
 

@@ -27,8 +27,10 @@ def experiment_lock(experiment_dir: Path) -> Iterator[None]:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise UsageError(f"{experiment_dir}: a sweep is already running on this experiment ({holder}); "
-                         "wait for it, or watch it with `cbl-search status`") from None
+        raise UsageError(
+            f"{experiment_dir}: a sweep is already running on this experiment ({holder}); "
+            "wait for it, or watch it with `cbl-search status`"
+        ) from None
     try:
         handle.seek(0)
         handle.truncate()

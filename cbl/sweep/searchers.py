@@ -18,10 +18,18 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from cbl.sweep.asha import was_stopped
-from cbl.sweep.space import SearchSpace, expand_grid, suggest
+from cbl.sweep.sampling import expand_grid, suggest
+from cbl.sweep.space import SearchSpace
 
-__all__ = ["MAX_REDRAWS", "DefineByRun", "GridSearcher", "PrunedAwareOptunaSearch", "build_searcher", "config_key",
-           "draw_unfinished"]
+__all__ = [
+    "MAX_REDRAWS",
+    "DefineByRun",
+    "GridSearcher",
+    "PrunedAwareOptunaSearch",
+    "build_searcher",
+    "config_key",
+    "draw_unfinished",
+]
 
 # a suggestion equal to a configuration that already trained to the end is answered from that result and
 # drawn again, at most this many times per trial (then it runs: a finite space may be exhausted)
@@ -31,8 +39,13 @@ Drawn = TypeVar("Drawn")
 Key = TypeVar("Key", bound=Hashable)
 
 
-def draw_unfinished(draw: Callable[[], Drawn], key_of: Callable[[Drawn], Key], finished: Mapping[Key, float],
-                    tell: Callable[[Drawn, float], object], max_redraws: int = MAX_REDRAWS) -> Drawn:
+def draw_unfinished(
+    draw: Callable[[], Drawn],
+    key_of: Callable[[Drawn], Key],
+    finished: Mapping[Key, float],
+    tell: Callable[[Drawn, float], object],
+    max_redraws: int = MAX_REDRAWS,
+) -> Drawn:
     """The redraw rule: never train again a configuration that already ran to the end.
 
     A configuration's trial is seeded (data order, init, augmentation), so training
@@ -184,9 +197,17 @@ def build_searcher(spec: SearchSpace, experiment_dir: str) -> Searcher:
     if spec.algorithm == "grid":
         points = [point for point in expand_grid(spec) for _ in range(spec.num_samples)]
         return GridSearcher(points, metric=spec.metric, mode=spec.mode)
-    sampler = (optuna.samplers.TPESampler(seed=spec.seed) if spec.algorithm == "optuna"
-               else optuna.samplers.RandomSampler(seed=spec.seed))
+    sampler = (
+        optuna.samplers.TPESampler(seed=spec.seed)
+        if spec.algorithm == "optuna"
+        else optuna.samplers.RandomSampler(seed=spec.seed)
+    )
     if spec.tell_pruned:
-        return PrunedAwareOptunaSearch(space=DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler,
-                                       experiment_dir=str(experiment_dir))
+        return PrunedAwareOptunaSearch(
+            space=DefineByRun(spec),
+            metric=spec.metric,
+            mode=spec.mode,
+            sampler=sampler,
+            experiment_dir=str(experiment_dir),
+        )
     return OptunaSearch(space=DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler)

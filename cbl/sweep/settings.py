@@ -12,7 +12,8 @@ from cbl.config import ExperimentConfig, resolve_config
 from cbl.data import load_split
 from cbl.engine import check_cache_config
 from cbl.errors import UsageError
-from cbl.sweep.space import SearchSpace, expand_grid, parse_search_space
+from cbl.sweep.sampling import expand_grid
+from cbl.sweep.space import SearchSpace, parse_search_space
 from cbl.yamlio import load_yaml
 
 __all__ = ["SweepSettings", "prepare_sweep"]
@@ -37,14 +38,21 @@ class SweepSettings:
 
     def trial_config(self, sampled: dict[str, Any]) -> ExperimentConfig:
         """A trial's config in :func:`cbl.config.resolve_config`'s order, the space file's ``fixed`` as its file."""
-        return resolve_config(None, self.set_options, demo=self.demo, sampled=sampled, fixed=self.space().fixed,
-                              fixed_source=self.space_source,
-                              demo_fixed=(self.space_data.get("demo") or {}).get("fixed") or {},
-                              base_dir=self.base_dir or None)
+        return resolve_config(
+            None,
+            self.set_options,
+            demo=self.demo,
+            sampled=sampled,
+            fixed=self.space().fixed,
+            fixed_source=self.space_source,
+            demo_fixed=(self.space_data.get("demo") or {}).get("fixed") or {},
+            base_dir=self.base_dir or None,
+        )
 
 
-def prepare_sweep(space_path: Path, *, demo: bool, set_options: list[str], storage: Path,
-                  name: str | None, num_samples: int | None) -> tuple[SweepSettings, SearchSpace]:
+def prepare_sweep(
+    space_path: Path, *, demo: bool, set_options: list[str], storage: Path, name: str | None, num_samples: int | None
+) -> tuple[SweepSettings, SearchSpace]:
     """Validate everything before Ray starts; return the settings and the parsed space."""
     data, lines = load_yaml(space_path, expect_mapping=True)
     spec = parse_search_space(data, source=str(space_path), lines=lines, demo=demo)
@@ -55,9 +63,15 @@ def prepare_sweep(space_path: Path, *, demo: bool, set_options: list[str], stora
         if num_samples < 1:
             raise UsageError(f"--num-samples is {num_samples}, but must be >= 1")
         spec.num_samples = num_samples
-    settings = SweepSettings(space_data=data, space_source=str(space_path), demo=demo,
-                             set_options=list(set_options), experiment_dir=str(storage / spec.name),
-                             num_samples=spec.num_samples, base_dir=os.getcwd())
+    settings = SweepSettings(
+        space_data=data,
+        space_source=str(space_path),
+        demo=demo,
+        set_options=list(set_options),
+        experiment_dir=str(storage / spec.name),
+        num_samples=spec.num_samples,
+        base_dir=os.getcwd(),
+    )
     # every trial's config must resolve: check the fixed part and one point of each value now
     base = settings.trial_config({})
     check_cache_config(base)
@@ -72,6 +86,8 @@ def prepare_sweep(space_path: Path, *, demo: bool, set_options: list[str], stora
     for split in ("train", "dev"):
         load_split(base.data, split)
     if spec.scheduler == "asha" and base.train.epochs < spec.grace_period:
-        raise UsageError(f"{space_path}: train.epochs ({base.train.epochs}) is below scheduler.grace_period "
-                         f"({spec.grace_period}); ASHA could never stop a trial")
+        raise UsageError(
+            f"{space_path}: train.epochs ({base.train.epochs}) is below scheduler.grace_period "
+            f"({spec.grace_period}); ASHA could never stop a trial"
+        )
     return settings, spec

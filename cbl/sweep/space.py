@@ -1,15 +1,10 @@
-"""Search-space files: schema, strict validation, and sampling.
+"""Search-space files: schema and strict validation (sampling them: :mod:`cbl.sweep.sampling`).
 
 A search-space file names an experiment, the metric, fixed overrides, the space
 of dotted keys to search, the search algorithm, the scheduler and the resources
 per trial (schema in ``search_spaces/README.md``). Everything is checked against
 :mod:`cbl.config` before Ray starts, so a typo is a one-line error naming the
 file, the line and the key, never a failed trial ten minutes into a sweep.
-
-Sampling is define-by-run (:func:`suggest`), which is what lets a parameter
-depend on another (``when:``): K and alpha are not sampled for ``ce_only``.
-Grids are expanded here (:func:`expand_grid`), conditions applied and duplicates
-removed, so a grid over loss type x K runs ``ce_only`` once, not once per K.
 """
 
 from __future__ import annotations
@@ -26,8 +21,16 @@ from cbl.config import ExperimentConfig, apply_overrides, check_key, coerce_valu
 from cbl.errors import ConfigError
 from cbl.yamlio import LineMap, load_yaml
 
-__all__ = ["ALGORITHMS", "DISTRIBUTIONS", "METRICS", "SCHEDULERS", "Param", "SearchSpace", "active", "expand_grid",
-           "grid_size", "load_search_space", "parse_search_space", "suggest", "total_trials"]
+__all__ = [
+    "ALGORITHMS",
+    "DISTRIBUTIONS",
+    "METRICS",
+    "SCHEDULERS",
+    "Param",
+    "SearchSpace",
+    "load_search_space",
+    "parse_search_space",
+]
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "int")
 ALGORITHMS = ("optuna", "random", "grid")
@@ -35,8 +38,19 @@ SCHEDULERS = ("asha", "none")
 METRICS = ("dev_eer",)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
-_TOP_KEYS = ("name", "metric", "mode", "fixed", "space", "search", "scheduler", "resources", "final_eval",
-             "failure", "demo")
+_TOP_KEYS = (
+    "name",
+    "metric",
+    "mode",
+    "fixed",
+    "space",
+    "search",
+    "scheduler",
+    "resources",
+    "final_eval",
+    "failure",
+    "demo",
+)
 # Sections a `demo:` block may override; its values replace the main file's key by key.
 _DEMO_SECTIONS = ("fixed", "space", "search", "scheduler", "resources", "final_eval")
 # --demo runs on a laptop's CPU unless the demo block asks for more.
@@ -120,11 +134,14 @@ class _Reader:
         for key in data:
             if key not in allowed:
                 dotted = f"{path}.{key}" if path else str(key)
-                raise self.fail(dotted, f"unknown key '{dotted}'{suggest_key(str(key), allowed)}; "
-                                f"expected one of: {', '.join(allowed)}")
+                raise self.fail(
+                    dotted,
+                    f"unknown key '{dotted}'{suggest_key(str(key), allowed)}; expected one of: {', '.join(allowed)}",
+                )
 
-    def number(self, value: Any, path: str, *, integer: bool = False, low: float | None = None,
-               low_inclusive: bool = True) -> Any:
+    def number(
+        self, value: Any, path: str, *, integer: bool = False, low: float | None = None, low_inclusive: bool = True
+    ) -> Any:
         ok = isinstance(value, int) if integer else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok or (not integer and not math.isfinite(value)):
             raise self.fail(path, f"'{path}' must be {'an integer' if integer else 'a number'}, got {value!r}")
@@ -156,12 +173,13 @@ def _merge_demo(r: _Reader, data: Mapping[str, Any]) -> dict[str, Any]:
             # errors in a demo value should point at the demo block's line
             for path, line in list(r.lines.items()):
                 if path == f"demo.{section}.{key}" or path.startswith(f"demo.{section}.{key}."):
-                    r.lines[path[len("demo."):]] = line
+                    r.lines[path[len("demo.") :]] = line
     return merged
 
 
-def parse_search_space(data: Mapping[str, Any], *, source: str = "<search space>",
-                       lines: LineMap | None = None, demo: bool = False) -> SearchSpace:
+def parse_search_space(
+    data: Mapping[str, Any], *, source: str = "<search space>", lines: LineMap | None = None, demo: bool = False
+) -> SearchSpace:
     """Validate a parsed search-space mapping (see :func:`load_search_space`)."""
     r = _Reader(source, dict(lines or {}))
     r.only_keys(data, _TOP_KEYS, "")
@@ -192,8 +210,9 @@ def parse_search_space(data: Mapping[str, Any], *, source: str = "<search space>
     search = r.mapping(data.get("search"), "search")
     r.only_keys(search, _SECTION_KEYS["search"], "search")
     spec.algorithm = r.choice(search.get("algorithm", "optuna"), "search.algorithm", ALGORITHMS)
-    spec.num_samples = r.number(search.get("num_samples", 1 if spec.algorithm == "grid" else 16),
-                                "search.num_samples", integer=True, low=1)
+    spec.num_samples = r.number(
+        search.get("num_samples", 1 if spec.algorithm == "grid" else 16), "search.num_samples", integer=True, low=1
+    )
     spec.seed = r.number(search.get("seed", 0), "search.seed", integer=True, low=0)
     spec.max_concurrent = r.number(search.get("max_concurrent", 0), "search.max_concurrent", integer=True, low=0)
     spec.tell_pruned = search.get("tell_pruned", True)
@@ -204,20 +223,26 @@ def parse_search_space(data: Mapping[str, Any], *, source: str = "<search space>
     r.only_keys(scheduler, _SECTION_KEYS["scheduler"], "scheduler")
     spec.scheduler = r.choice(scheduler.get("name", "asha"), "scheduler.name", SCHEDULERS)
     spec.grace_period = r.number(scheduler.get("grace_period", 1), "scheduler.grace_period", integer=True, low=1)
-    spec.reduction_factor = float(r.number(scheduler.get("reduction_factor", 3), "scheduler.reduction_factor",
-                                           low=1, low_inclusive=False))
+    spec.reduction_factor = float(
+        r.number(scheduler.get("reduction_factor", 3), "scheduler.reduction_factor", low=1, low_inclusive=False)
+    )
     spec.max_t = r.number(scheduler.get("max_t", 0), "scheduler.max_t", integer=True, low=0)
     if spec.max_t and spec.max_t < spec.grace_period:
-        raise r.fail("scheduler.max_t", f"'scheduler.max_t' is {spec.max_t}, but must be >= "
-                     f"scheduler.grace_period ({spec.grace_period})")
+        raise r.fail(
+            "scheduler.max_t",
+            f"'scheduler.max_t' is {spec.max_t}, but must be >= scheduler.grace_period ({spec.grace_period})",
+        )
 
     resources = r.mapping(data.get("resources"), "resources")
     r.only_keys(resources, _SECTION_KEYS["resources"], "resources")
     spec.cpu = float(r.number(resources.get("cpu", 1), "resources.cpu", low=0, low_inclusive=False))
     spec.gpu = float(r.number(resources.get("gpu", 0), "resources.gpu", low=0))
     if spec.gpu > 1 and not float(spec.gpu).is_integer():
-        raise r.fail("resources.gpu", f"'resources.gpu' is {spec.gpu}: a fraction must be below 1 "
-                     "(several trials per GPU), above 1 it must be a whole number")
+        raise r.fail(
+            "resources.gpu",
+            f"'resources.gpu' is {spec.gpu}: a fraction must be below 1 "
+            "(several trials per GPU), above 1 it must be a whole number",
+        )
 
     final_eval = r.mapping(data.get("final_eval"), "final_eval")
     r.only_keys(final_eval, _SECTION_KEYS["final_eval"], "final_eval")
@@ -242,11 +267,13 @@ def _parse_param(r: _Reader, key: str, body: Any, spec: SearchSpace) -> Param:
     kinds = [k for k in body if k in DISTRIBUTIONS]
     extra = [k for k in body if k not in DISTRIBUTIONS and k not in ("when", "step")]
     if extra:
-        raise r.fail(path, f"unknown key '{path}.{extra[0]}'{suggest_key(str(extra[0]), DISTRIBUTIONS)}; "
-                     f"expected one of: {', '.join(DISTRIBUTIONS)}, when")
+        raise r.fail(
+            path,
+            f"unknown key '{path}.{extra[0]}'{suggest_key(str(extra[0]), DISTRIBUTIONS)}; "
+            f"expected one of: {', '.join(DISTRIBUTIONS)}, when",
+        )
     if len(kinds) != 1:
-        raise r.fail(path, f"'{path}' needs exactly one distribution ({', '.join(DISTRIBUTIONS)}), "
-                     f"got {len(kinds)}")
+        raise r.fail(path, f"'{path}' needs exactly one distribution ({', '.join(DISTRIBUTIONS)}), got {len(kinds)}")
     kind = kinds[0]
     arg = body[kind]
     where = r.where(f"{path}.{kind}")
@@ -261,8 +288,9 @@ def _parse_param(r: _Reader, key: str, body: Any, spec: SearchSpace) -> Param:
     return _parse_range(r, key, typ, kind, body, when)
 
 
-def _parse_range(r: _Reader, key: str, typ: type, kind: str, body: dict[str, Any],
-                 when: tuple[tuple[str, tuple[Any, ...]], ...]) -> Param:
+def _parse_range(
+    r: _Reader, key: str, typ: type, kind: str, body: dict[str, Any], when: tuple[tuple[str, tuple[Any, ...]], ...]
+) -> Param:
     """A ``uniform``/``loguniform``/``int`` distribution: ``[low, high]`` of the key's type, and ``step`` for int."""
     path = f"space.{key}"
     arg = body[kind]
@@ -317,8 +345,10 @@ def _check_conditions(r: _Reader, spec: SearchSpace) -> None:
             if other == param.key:
                 raise r.fail(f"space.{param.key}.when", f"key '{param.key}' cannot depend on itself")
             if other not in searched and other not in spec.fixed:
-                raise r.fail(f"space.{param.key}.when.{other}",
-                             f"'when' of '{param.key}' names '{other}', which is neither fixed nor searched")
+                raise r.fail(
+                    f"space.{param.key}.when.{other}",
+                    f"'when' of '{param.key}' names '{other}', which is neither fixed nor searched",
+                )
     ordered: list[Param] = []
     placed: set[str] = set()
     pending = list(spec.params)
@@ -326,8 +356,9 @@ def _check_conditions(r: _Reader, spec: SearchSpace) -> None:
         ready = [p for p in pending if all(o in placed or o not in searched for o, _ in p.when)]
         if not ready:
             names = ", ".join(p.key for p in pending)
-            raise r.fail(f"space.{pending[0].key}.when", f"the 'when' conditions of {names} depend on each other "
-                         "in a cycle")
+            raise r.fail(
+                f"space.{pending[0].key}.when", f"the 'when' conditions of {names} depend on each other in a cycle"
+            )
         ordered.append(ready[0])
         placed.add(ready[0].key)
         pending.remove(ready[0])
@@ -338,74 +369,15 @@ def _check_algorithm(r: _Reader, spec: SearchSpace) -> None:
     if spec.algorithm == "grid":
         for p in spec.params:
             if p.kind not in ("grid", "choice"):
-                raise r.fail(f"space.{p.key}", f"search.algorithm is grid, but '{p.key}' uses {p.kind}; "
-                             "a grid needs grid or choice values")
+                raise r.fail(
+                    f"space.{p.key}",
+                    f"search.algorithm is grid, but '{p.key}' uses {p.kind}; a grid needs grid or choice values",
+                )
     else:
         for p in spec.params:
             if p.kind == "grid":
-                raise r.fail(f"space.{p.key}", f"'{p.key}' uses grid, but search.algorithm is "
-                             f"{spec.algorithm}; use choice, or set search.algorithm: grid")
-
-
-def active(param: Param, values: Mapping[str, Any]) -> bool:
-    """Whether ``param``'s ``when`` holds for the values decided so far (fixed + sampled)."""
-    return all(values.get(other) in allowed for other, allowed in param.when)
-
-
-def suggest(trial: Any, spec: SearchSpace) -> dict[str, Any]:
-    """Define-by-run sampling for Optuna: ``trial.suggest_*`` for each active key, in file order.
-
-    Returns the sampled values (dotted keys). Inactive keys are not sampled at all,
-    so Optuna's TPE never learns from a K that a ``ce_only`` trial did not use.
-    """
-    values: dict[str, Any] = dict(spec.fixed)
-    sampled: dict[str, Any] = {}
-    for p in spec.params:
-        if not active(p, values):
-            continue
-        if p.kind == "choice":
-            value = trial.suggest_categorical(p.key, list(p.values))
-        elif p.kind == "uniform":
-            value = trial.suggest_float(p.key, p.low, p.high)
-        elif p.kind == "loguniform":
-            value = trial.suggest_float(p.key, p.low, p.high, log=True)
-        elif p.kind == "int":
-            value = trial.suggest_int(p.key, p.low, p.high, step=p.step or 1)
-        else:  # grid: rejected by validation for samplers
-            raise ConfigError(f"{spec.source}: '{p.key}' uses grid, which needs search.algorithm: grid")
-        values[p.key] = sampled[p.key] = value
-    return sampled
-
-
-def expand_grid(spec: SearchSpace) -> list[dict[str, Any]]:
-    """Every combination of grid/choice values, conditions applied, duplicates removed, file order."""
-    combos: list[dict[str, Any]] = [{}]
-    for p in spec.params:
-        nxt: list[dict[str, Any]] = []
-        for combo in combos:
-            if active(p, {**spec.fixed, **combo}):
-                nxt.extend({**combo, p.key: v} for v in p.values)
-            else:
-                nxt.append(combo)
-        combos = nxt
-    unique: list[dict[str, Any]] = []
-    seen: set[tuple[tuple[str, str], ...]] = set()
-    for combo in combos:
-        signature = tuple(sorted((k, repr(v)) for k, v in combo.items()))
-        if signature not in seen:
-            seen.add(signature)
-            unique.append(combo)
-    return unique
-
-
-def grid_size(spec: SearchSpace) -> int:
-    return len(expand_grid(spec)) if spec.algorithm == "grid" else 0
-
-
-def total_trials(spec: SearchSpace) -> int:
-    """How many trials the sweep will run in all."""
-    if spec.algorithm == "grid":
-        return len(expand_grid(spec)) * spec.num_samples
-    return spec.num_samples
-
-
+                raise r.fail(
+                    f"space.{p.key}",
+                    f"'{p.key}' uses grid, but search.algorithm is "
+                    f"{spec.algorithm}; use choice, or set search.algorithm: grid",
+                )

@@ -29,8 +29,20 @@ from cbl.engine import read_history
 from cbl.errors import UsageError
 from cbl.yamlio import atomic_write_text
 
-__all__ = ["SWEEP_FILE", "TRIALS_DIR", "TrialInfo", "best_trial", "format_param", "format_status_table", "read_sweep",
-           "read_trials", "require_experiment", "trial_dir", "write_sweep", "write_trial_state"]
+__all__ = [
+    "SWEEP_FILE",
+    "TRIALS_DIR",
+    "TrialInfo",
+    "best_trial",
+    "format_param",
+    "format_status_table",
+    "read_sweep",
+    "read_trials",
+    "require_experiment",
+    "trial_dir",
+    "write_sweep",
+    "write_trial_state",
+]
 
 SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"
@@ -96,18 +108,20 @@ def read_trials(experiment_dir: Path) -> list[TrialInfo]:
         history = read_history(path)
         eers = [h["dev_eer"] for h in history]
         best = min(range(len(eers)), key=eers.__getitem__) if eers else -1
-        out.append(TrialInfo(
-            trial_id=path.name,
-            params=meta.get("params", {}),
-            state=meta.get("state", "pending"),
-            epochs=len(history),
-            best_dev_eer=eers[best] if eers else math.nan,
-            best_epoch=history[best]["epoch"] if eers else 0,
-            last_dev_eer=eers[-1] if eers else math.nan,
-            error=meta.get("error", ""),
-            path=path,
-            history=history,
-        ))
+        out.append(
+            TrialInfo(
+                trial_id=path.name,
+                params=meta.get("params", {}),
+                state=meta.get("state", "pending"),
+                epochs=len(history),
+                best_dev_eer=eers[best] if eers else math.nan,
+                best_epoch=history[best]["epoch"] if eers else 0,
+                last_dev_eer=eers[-1] if eers else math.nan,
+                error=meta.get("error", ""),
+                path=path,
+                history=history,
+            )
+        )
     return out
 
 
@@ -119,9 +133,10 @@ def _sort_key(trial: TrialInfo, mode: str) -> tuple[int, float]:
 
 def best_trial(trials: list[TrialInfo], mode: str = "min") -> TrialInfo | None:
     """The trial with the best dev EER at any epoch, among those with a best checkpoint."""
-    ranked = sorted((t for t in trials if t.state != "lost" and t.best_checkpoint.is_file()
-                     and not math.isnan(t.best_dev_eer)),
-                    key=lambda t: _sort_key(t, mode))
+    ranked = sorted(
+        (t for t in trials if t.state != "lost" and t.best_checkpoint.is_file() and not math.isnan(t.best_dev_eer)),
+        key=lambda t: _sort_key(t, mode),
+    )
     return ranked[0] if ranked else None
 
 
@@ -139,8 +154,16 @@ def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int |
     rows = [header]
     for t in sorted(trials, key=lambda t: _sort_key(t, mode)):
         eer = "-" if math.isnan(t.best_dev_eer) else f"{100 * t.best_dev_eer:.2f}%"
-        rows.append([t.trial_id, t.state, str(t.epochs), eer, str(t.best_epoch) if t.epochs else "-",
-                     *(format_param(t.params[k]) if k in t.params else "-" for k in keys)])
+        rows.append(
+            [
+                t.trial_id,
+                t.state,
+                str(t.epochs),
+                eer,
+                str(t.best_epoch) if t.epochs else "-",
+                *(format_param(t.params[k]) if k in t.params else "-" for k in keys),
+            ]
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     counts: dict[str, int] = {}

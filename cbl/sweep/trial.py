@@ -40,8 +40,15 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     if was_stopped(experiment_dir, trial_id):
         return  # ASHA stopped it before the interruption: keep that decision, train nothing more
     sampled = dict(config)
-    write_trial_state(path, trial_id=trial_id, params=sampled, state="running", error="",
-                      node_id=ray.get_runtime_context().get_node_id(), host=os.uname().nodename)
+    write_trial_state(
+        path,
+        trial_id=trial_id,
+        params=sampled,
+        state="running",
+        error="",
+        node_id=ray.get_runtime_context().get_node_id(),
+        host=os.uname().nodename,
+    )
     resources = context.get_trial_resources()
     cpus = resources.required_resources.get("CPU", 1) if resources is not None else 1
     trial_config = sweep.trial_config(sampled)
