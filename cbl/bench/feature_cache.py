@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import itertools
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from cbl.bench.core import BenchContext, Row, demo_config
-from cbl.bench.processes import run_measured
+from cbl.bench.processes import cli_command, run_measured
 from cbl.engine import describe_cache, fit, read_history
 from cbl.errors import CblError
 
@@ -119,20 +118,10 @@ def measure_feature_cache_sweep(ctx: BenchContext) -> list[Row]:
     wall, train = {}, {}
     for side in ("cache", "audio"):
         folder = Path(tempfile.mkdtemp(prefix=f"heads-{side}-", dir=ctx.work_dir))
-        command = [
-            sys.executable,
-            "-m",
-            "cbl",
-            "run",
-            str(space),
-            "--demo",
-            "--storage",
-            str(folder),
-            "--no-final-eval",
-            "--set",
-            f"train.feature_cache={'true' if side == 'cache' else 'false'}",
-        ]
-        command += [arg for item in sets for arg in ("--set", item)]
+        cache = f"train.feature_cache={'true' if side == 'cache' else 'false'}"
+        command = cli_command(
+            "run", str(space), "--demo", "--storage", str(folder), "--no-final-eval", sets=[cache, *sets]
+        )
         ctx.echo(f"  [8] head_only.yaml --demo through Ray, {side}")
         run = run_measured(command, folder / "run.log", spawns_children=True)
         if run["returncode"] != 0:

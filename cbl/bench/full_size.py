@@ -9,7 +9,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from cbl.bench.core import BenchContext, Row
-from cbl.bench.processes import run_measured
+from cbl.bench.processes import cli_command, run_measured
 from cbl.engine import read_history
 from cbl.errors import CblError
 from cbl.model.families import FAMILIES, SMALL
@@ -54,8 +54,14 @@ def measure_full_size(ctx: BenchContext) -> list[Row]:
         "train.num_threads": FULL_SIZE_THREADS if full else ctx.threads,
     }
     run_dir = ctx.work_dir / "full-size-run"
-    command = [sys.executable, "-m", "cbl", "train", "--demo", "--out", str(run_dir), "--no-progress"]
-    command += [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
+    command = cli_command(
+        "train",
+        "--demo",
+        "--out",
+        str(run_dir),
+        "--no-progress",
+        sets=[f"{key}={value}" for key, value in sets.items()],
+    )
     ctx.echo("  [10] cbl-search train: 1 step at batch 2 of 4-s crops, then dev scoring")
     run = run_measured(command, ctx.work_dir / "full-size.log")
     history = read_history(run_dir)

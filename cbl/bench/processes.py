@@ -5,13 +5,28 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["peak_memory_mib", "proc_kib", "process_tree", "reset_peak_memory", "run_measured", "sync_device"]
+__all__ = [
+    "cli_command",
+    "peak_memory_mib",
+    "proc_kib",
+    "process_tree",
+    "reset_peak_memory",
+    "run_measured",
+    "sync_device",
+]
+
+
+def cli_command(*args: str, sets: Sequence[str] = ()) -> list[str]:
+    """``python -m cbl ARGS --set ITEM ...``: a ``cbl-search`` command for a subprocess (cold, its own memory)."""
+    return [sys.executable, "-m", "cbl", *args, *(arg for item in sets for arg in ("--set", item))]
 
 
 def run_measured(command: list[str], log: Path, *, spawns_children: bool = False) -> dict[str, Any]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from cbl.bench.core import BenchContext, Row, demo_config, demo_sets, epoch_seconds
-from cbl.bench.processes import run_measured
+from cbl.bench.processes import cli_command, run_measured
 from cbl.config import save_config
 from cbl.data import load_split
 from cbl.errors import CblError
@@ -43,17 +42,7 @@ def _sweep_and_direct(ctx: BenchContext) -> dict[str, Any]:
     folder = Path(tempfile.mkdtemp(prefix="sweep-", dir=ctx.work_dir))
     space = folder / "space.yaml"
     space.write_text(_RAY_SPACE.format(gpu=1 if ctx.device == "cuda" else 0))
-    command = [
-        sys.executable,
-        "-m",
-        "cbl",
-        "run",
-        str(space),
-        "--demo",
-        "--storage",
-        str(folder / "runs"),
-        "--no-final-eval",
-    ] + [arg for item in sets for arg in ("--set", item)]
+    command = cli_command("run", str(space), "--demo", "--storage", str(folder / "runs"), "--no-final-eval", sets=sets)
     ctx.echo("  [2/7] 1-trial sweep through Ray (cbl-search run)")
     sweep = run_measured(command, folder / "sweep.log", spawns_children=True)
     trials = sorted((folder / "runs" / "bench_ray" / "trials").glob("*/metrics.jsonl"))
@@ -62,16 +51,7 @@ def _sweep_and_direct(ctx: BenchContext) -> dict[str, Any]:
     save_config(config, folder / "direct.yaml")
     ctx.echo("  [2/7] the same configuration called directly (cbl-search train)")
     direct = run_measured(
-        [
-            sys.executable,
-            "-m",
-            "cbl",
-            "train",
-            str(folder / "direct.yaml"),
-            "--out",
-            str(folder / "direct"),
-            "--no-progress",
-        ],
+        cli_command("train", str(folder / "direct.yaml"), "--out", str(folder / "direct"), "--no-progress"),
         folder / "direct.log",
     )
     if direct["returncode"] != 0:
