@@ -39,13 +39,18 @@ class Edge:
     exempt: tuple[str, ...] = ()  # importers the rule does not bind
 
 
-_LEAVES = ("cbl.data", "cbl.model", "cbl.losses", "cbl.centers", "cbl.metrics", "cbl.tdcf", "cbl.breakdowns")
+_SCORING = ("cbl.losses", "cbl.centers", "cbl.metrics", "cbl.tdcf", "cbl.breakdowns")
+_LEAVES = ("cbl.data", "cbl.model", *_SCORING)
 _RUNNERS = ("cbl.engine", "cbl.sweep", "cbl.bench", "cbl.report", "cbl.cli")
 
 FORBIDDEN_EDGES: list[Edge] = [
     Edge("cbl", ("cbl.cli",), "the command line is the top: nothing imports it", exempt=("cbl.cli", "cbl.__main__")),
-    Edge("cbl.data", ("cbl.model", "cbl.losses"), "data knows audio, labels and protocols, not what learns from them"),
-    Edge("cbl.model", ("cbl.data",), "the model takes tensors; loading audio is the data package's job"),
+    Edge("cbl.data", ("cbl.model", *_SCORING), "data knows audio, labels and protocols, not what learns from them"),
+    Edge("cbl.model", ("cbl.data", *_SCORING), "the model takes tensors; loading audio is the data package's job"),
+    *(
+        Edge(part, ("cbl.model",), "losses and scores read the model's output tensors, not the model")
+        for part in _SCORING
+    ),
     Edge("cbl.engine", ("cbl.sweep", "cbl.bench", "cbl.report"), "a single run knows nothing of sweeps"),
     Edge("cbl.sweep", ("cbl.bench", "cbl.report"), "a sweep runs trials; reports and benchmarks read sweeps"),
     Edge("cbl.report", ("cbl.bench",), "a report reads what a sweep left on disk"),
