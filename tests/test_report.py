@@ -27,9 +27,9 @@ from cbl.report.tables import Importance, marginal_rows, param_importance
 from cbl.sweep.space import Param
 from cbl.sweep.store import TrialInfo, write_sweep, write_trial_state
 
-from tiny import TINY_SWEEP
+from tiny import QUICK_CENTERS, TINY_SWEEP
 
-TINY_SETS = list(TINY_SWEEP)
+TINY_SETS = [*TINY_SWEEP, QUICK_CENTERS]
 CLUSTER_TYPES = ["cluster_only", "combined"]
 SPACE = {
     "name": "reportdemo",

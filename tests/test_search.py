@@ -15,10 +15,10 @@ from cbl.cli import cli
 from cbl.config import load_config
 from cbl.sweep.store import read_trials
 
-from tiny import TINY_SWEEP, as_set_args
+from tiny import QUICK_CENTERS, TINY_SWEEP, as_set_args
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
-TINY = as_set_args((*TINY_SWEEP, "train.eval_batch_size=16"))
+TINY = as_set_args((*TINY_SWEEP, QUICK_CENTERS, "train.eval_batch_size=16"))
 
 
 def write_space(tmp_path: Path, text: str, name: str = "space.yaml") -> Path:

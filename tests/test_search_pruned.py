@@ -13,7 +13,7 @@ from cbl.sweep.searchers import DefineByRun, GridSearcher, PrunedAwareOptunaSear
 from cbl.sweep.settings import SweepSettings
 from cbl.sweep.space import parse_search_space
 
-from tiny import TINY_SWEEP
+from tiny import QUICK_CENTERS, TINY_SWEEP
 
 SPACE = {
     "name": "pruned",
@@ -139,7 +139,7 @@ def test_a_real_asha_sweep_records_its_stopped_trials_as_pruned(ray_session, tmp
     space.write_text(
         json.dumps({**SPACE, "search": {"algorithm": "optuna", "num_samples": 6, "seed": 0, "max_concurrent": 1}})
     )
-    tiny = [*TINY_SWEEP, "train.epochs=3"]
+    tiny = [*TINY_SWEEP, QUICK_CENTERS, "train.epochs=3"]
     result = CliRunner().invoke(
         cli,
         [

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny import TINY_SWEEP, as_set_args
+from tiny import QUICK_CENTERS, TINY_SWEEP, as_set_args
 
 SPACES = Path(__file__).resolve().parents[1] / "search_spaces"
 
@@ -48,7 +48,7 @@ def test_sweep_runs_trials_on_both_nodes(tmp_path):
         "--storage",
         str(tmp_path / "runs"),
         "--no-final-eval",
-        *as_set_args((*TINY_SWEEP, "train.epochs=1", "loss.num_clusters=2")),
+        *as_set_args((*TINY_SWEEP, QUICK_CENTERS, "train.epochs=1", "loss.num_clusters=2")),
     ]
     proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr

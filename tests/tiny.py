@@ -17,8 +17,10 @@ TINY = (
 )
 
 # A sweep's trials: the same sizes without loss.num_clusters (a --set has the last word, so it would replace a
-# searched K), and a capped initial center pass.
-TINY_SWEEP = (*(item for item in TINY if not item.startswith("loss.num_clusters=")), "centers.init_max_utterances=16")
+# searched K).
+TINY_SWEEP = tuple(item for item in TINY if not item.startswith("loss.num_clusters="))
+# A capped initial center pass, for sweeps whose K stays below its 16 bonafide utterances.
+QUICK_CENTERS = "centers.init_max_utterances=16"
 
 
 def as_set_args(items=TINY) -> list[str]:
