@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cbl.config import looks_like_local_path
-from cbl.errors import CblError
+from cbl.errors import CblError, join_first
 
 __all__ = [
     "SUPPORTED_MODEL_TYPES",
@@ -173,7 +173,7 @@ def load_ssl_model(
     # masked_spec_embed is missing from checkpoints saved without SpecAugment; cbl's masking then starts it afresh
     missing = sorted(k for k in info.get("missing_keys", ()) if k != "masked_spec_embed")
     if missing:
-        shown = ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+        shown = join_first(missing, limit=3)
         logger.warning(
             "model.ssl='%s': %d weights are not in the checkpoint and start random: %s",
             name_or_path,
