@@ -16,6 +16,7 @@ __all__ = [
     "config_file",
     "corpus_option",
     "demo_option",
+    "on_corpora_option",
     "set_option",
     "split_choice",
 ]
@@ -64,3 +65,13 @@ def split_choice(*leave_out: str) -> click.Choice:
 def corpus_option(help_text: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--corpus``: the format of a protocol file given with ``--protocol`` (every corpus but the demo)."""
     return click.option("--corpus", type=click.Choice(PROTOCOL_FORMATS), default=None, help=help_text)
+
+
+on_corpora_option = click.option(
+    "--on",
+    "on_corpora",
+    multiple=True,
+    metavar="CORPUS=ROOT",
+    help="Score the best checkpoint on this corpus root instead (repeatable; CORPUS: asvspoof2019_la, "
+    "asvspoof2021_la, asvspoof2021_df, in_the_wild, or folder=PROTOCOL): one summary, final_eval/summary.md.",
+)

@@ -84,6 +84,9 @@ def train_command(
         click.echo(f"resuming the run in {run_dir}")
     if config.data.corpus == "demo":
         click.echo(DEMO_NOTICE)
+    from cbl.data.doctor import check_training_data
+
+    check_training_data(config.data, echo=click.echo)  # the dataset doctor's cheap part, before training starts
     click.echo(f"run folder: {run_dir}")
     reporter = ConsoleReporter(config, run_dir, echo=click.echo)
     try:

@@ -9,7 +9,15 @@ from typing import Any
 
 import click
 
-from cbl.cli.options import asv_key_option, asv_scores_option, corpus_option, demo_option, set_option, split_choice
+from cbl.cli.options import (
+    asv_key_option,
+    asv_scores_option,
+    corpus_option,
+    demo_option,
+    on_corpora_option,
+    set_option,
+    split_choice,
+)
 from cbl.errors import CblError, UsageError
 
 __all__ = [
@@ -93,10 +101,14 @@ def _space_of(sweep: dict):
 
 def _final_evaluation(experiment_dir: Path, seeds: int) -> None:
     """Best trial, best_config.yaml and the final evaluation; marked done in sweep.json once complete."""
+    from cbl.sweep.cross_corpus import evaluate_space_corpora
     from cbl.sweep.store import read_sweep, write_sweep
 
-    spec = _space_of(read_sweep(experiment_dir))
+    sweep = read_sweep(experiment_dir)
+    spec = _space_of(sweep)
     _echo_best_and_final(experiment_dir, spec.mode, seeds, spec.final_eval_split)
+    if spec.final_eval_corpora:  # the space file's final_eval.corpora: the other corpora, one summary
+        evaluate_space_corpora(experiment_dir, sweep, spec, echo=click.echo)
     sweep = read_sweep(experiment_dir)
     write_sweep(experiment_dir, {**sweep, "final_eval": {"state": "done", "seeds": seeds}})
 
@@ -330,6 +342,7 @@ def best_command(experiment_dir: Path, export_path: Path | None) -> None:
 )
 @asv_scores_option
 @asv_key_option
+@on_corpora_option
 def final_eval_command(
     experiment_dir: Path,
     split: str,
@@ -339,17 +352,24 @@ def final_eval_command(
     seeds: int,
     asv_scores: Path | None,
     asv_key: Path | None,
+    on_corpora: tuple[str, ...],
 ) -> None:
-    """Evaluate the best checkpoint of a sweep on the eval split or another protocol.
+    """Evaluate the best checkpoint of a sweep on the eval split or another protocol, or (--on) on corpora.
 
     The selection run (the checkpoint that won on dev) is reported on its own line: its number is biased
     optimistically. --seeds N trains N fresh seeds and reports their mean +- std.
     """
     from cbl.engine import asv_option_scores
+    from cbl.sweep.cross_corpus import evaluate_on_corpora
     from cbl.sweep.final_eval import final_evaluation
     from cbl.sweep.store import require_experiment
 
     experiment_dir = require_experiment(experiment_dir)
+    if on_corpora:
+        if protocol is not None or seeds or asv_scores is not None:  # each corpus's ASV scores come from its root
+            raise UsageError("--on scores corpus roots: give it without --protocol, --seeds and --asv-scores")
+        evaluate_on_corpora(experiment_dir, list(on_corpora), echo=click.echo)
+        return
     if protocol is not None and audio_dir is None:
         raise UsageError("--protocol needs --audio-dir (the folder its utterance ids point into)")
     asv = asv_option_scores(asv_scores, asv_key)

@@ -26,6 +26,7 @@ from cbl.errors import ProtocolError
 from cbl.yamlio import read_text_file
 
 __all__ = [
+    "AUDIO_SUFFIXES",
     "BONAFIDE_WORDS",
     "SPOOF_WORDS",
     "Protocol",

@@ -12,21 +12,32 @@ from a lucky seed. With the organisers' ASV scores, min t-DCF is reported too.
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cbl.config import apply_overrides, load_config
-from cbl.engine import evaluate_records, fit, load_model, records_for, result_tables
+from cbl.engine import checkpoint_signature, evaluate_records, fit, load_model, records_for, result_tables
 from cbl.errors import CblError
 from cbl.sweep.store import TrialInfo, best_trial, read_trials
 from cbl.yamlio import atomic_write_text
 
-__all__ = ["FinalEval", "export_best_config", "final_evaluation", "require_best"]
+__all__ = [
+    "FINAL_DIR",
+    "LOG_FILE",
+    "FinalEval",
+    "export_best_config",
+    "final_evaluation",
+    "log_eval_access",
+    "require_best",
+]
 
 FINAL_DIR = "final_eval"
+LOG_FILE = "log.jsonl"  # one line per scoring of held-out data (log_eval_access)
 
 
 @dataclass
@@ -125,6 +136,8 @@ def final_evaluation(
         selection = seed is None
         run_seed = loaded.config.train.seed if seed is None else seed
         records = _records(loaded.config, split, protocol, audio_dir, corpus)
+        where = str(protocol) if protocol is not None else f"{loaded.config.data.root or '(built in)'} ({split} split)"
+        log_eval_access(out_dir, ckpt, corpus or loaded.config.data.corpus, where)
         score_file = out_dir / f"scores-{target}-seed{run_seed}.txt"
         evaluated = evaluate_records(loaded, records, score_file, asv=asv)
         if evaluated.eer is None:
@@ -175,3 +188,19 @@ def _retrain(best: TrialInfo, extra: int, out_dir: Path, echo: Callable[[str], N
         fit(apply_overrides(config, {"train.seed": seed}), None, run_dir)
         out.append((seed, run_dir / "checkpoints" / "best.pt"))
     return out
+
+
+def log_eval_access(out_dir: Path, checkpoint: Path, corpus: str, root: str) -> None:
+    """Append one line (time, checkpoint and its signature, corpus, root) to ``log.jsonl``, durably."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entry = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "checkpoint": str(checkpoint),
+        "signature": checkpoint_signature(checkpoint),
+        "corpus": corpus,
+        "root": root,
+    }
+    with open(out_dir / LOG_FILE, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(entry) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())

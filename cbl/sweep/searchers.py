@@ -7,10 +7,12 @@ searcher's rule itself rather than a copy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import pickle
 from collections.abc import Callable, Hashable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import optuna
@@ -23,17 +25,20 @@ from cbl.sweep.space import SearchSpace
 
 __all__ = [
     "MAX_REDRAWS",
+    "OPTUNA_JOURNAL",
     "DefineByRun",
     "GridSearcher",
     "PrunedAwareOptunaSearch",
     "build_searcher",
     "config_key",
     "draw_unfinished",
+    "journal_storage",
 ]
 
 # a suggestion equal to a configuration that already trained to the end is answered from that result and
 # drawn again, at most this many times per trial (then it runs: a finite space may be exhausted)
 MAX_REDRAWS = 20
+OPTUNA_JOURNAL = "optuna_journal.log"  # the study's journal in the experiment folder (optuna-dashboard opens it)
 
 Drawn = TypeVar("Drawn")
 Key = TypeVar("Key", bound=Hashable)
@@ -171,7 +176,9 @@ class PrunedAwareOptunaSearch(OptunaSearch):
         reported = self._reported_steps.setdefault(trial_id, [])
         if value is None or step is None or int(step) in reported or trial_id not in self._ot_trials:
             return
-        self._ot_trials[trial_id].report(float(value), int(step))
+        # a resumed sweep: the journal may already hold this trial's end (it ran past the searcher's snapshot)
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            self._ot_trials[trial_id].report(float(value), int(step))
         reported.append(int(step))
 
 
@@ -202,6 +209,9 @@ def build_searcher(spec: SearchSpace, experiment_dir: str) -> Searcher:
         if spec.algorithm == "optuna"
         else optuna.samplers.RandomSampler(seed=spec.seed)
     )
+    # the study also lives in a journal file in the experiment folder: optuna.load_study and optuna-dashboard
+    # open it while the sweep runs and after it; the searcher's own state still resumes the sweep
+    storage, name = journal_storage(experiment_dir), Path(experiment_dir).name
     if spec.tell_pruned:
         return PrunedAwareOptunaSearch(
             space=DefineByRun(spec),
@@ -209,5 +219,17 @@ def build_searcher(spec: SearchSpace, experiment_dir: str) -> Searcher:
             mode=spec.mode,
             sampler=sampler,
             experiment_dir=str(experiment_dir),
+            storage=storage,
+            study_name=name,
         )
-    return OptunaSearch(space=DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler)
+    return OptunaSearch(
+        space=DefineByRun(spec), metric=spec.metric, mode=spec.mode, sampler=sampler, storage=storage, study_name=name
+    )
+
+
+def journal_storage(experiment_dir: str) -> optuna.storages.JournalStorage:
+    """Optuna's JournalStorage on ``EXPERIMENT_DIR/optuna_journal.log`` (append-only, safe to read while written)."""
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(experiment_dir).mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(Path(experiment_dir) / OPTUNA_JOURNAL)))

@@ -9,9 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from cbl.config import ExperimentConfig, resolve_config
-from cbl.data import load_split
+from cbl.data.doctor import check_training_data
 from cbl.engine import check_cache_config
 from cbl.errors import UsageError
+from cbl.sweep.cross_corpus import corpus_roots
 from cbl.sweep.sampling import expand_grid
 from cbl.sweep.space import SearchSpace, parse_search_space
 from cbl.yamlio import load_yaml
@@ -82,9 +83,10 @@ def prepare_sweep(
         for p in spec.params:
             for value in p.values or (p.low, p.high):
                 settings.trial_config({p.key: value})
-    # the data must be there before any trial starts (and the demo corpus generated once, here)
-    for split in ("train", "dev"):
-        load_split(base.data, split)
+    # the data must be there before any trial starts (and the demo corpus generated once, here): the dataset
+    # doctor's cheap part (layout, protocol lines, missing audio, speakers shared; the eval split stays sealed)
+    check_training_data(base.data)
+    corpus_roots(spec.final_eval_corpora, settings.base_dir, str(space_path))
     if spec.scheduler == "asha" and base.train.epochs < spec.grace_period:
         raise UsageError(
             f"{space_path}: train.epochs ({base.train.epochs}) is below scheduler.grace_period "

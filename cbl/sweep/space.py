@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cbl.config import ExperimentConfig, apply_overrides, check_key, coerce_value, suggest_key
+from cbl.config import PROTOCOL_FORMATS, ExperimentConfig, apply_overrides, check_key, coerce_value, suggest_key
 from cbl.errors import ConfigError
 from cbl.yamlio import LineMap, load_yaml
 
@@ -59,7 +59,7 @@ _SECTION_KEYS = {
     "search": ("algorithm", "num_samples", "seed", "max_concurrent", "tell_pruned"),
     "scheduler": ("name", "grace_period", "reduction_factor", "max_t"),
     "resources": ("cpu", "gpu"),
-    "final_eval": ("seeds", "split"),
+    "final_eval": ("seeds", "split", "corpora"),
     "failure": ("max_failures",),
 }
 
@@ -102,6 +102,8 @@ class SearchSpace:
     gpu: float = 0.0
     final_eval_seeds: int = 0  # fresh seeds the final evaluation retrains (the selection run is not one)
     final_eval_split: str = "eval"
+    # corpus name -> root the final evaluation also scores the best checkpoint on (cbl.sweep.cross_corpus)
+    final_eval_corpora: dict[str, str] = field(default_factory=dict)
     max_failures: int = 1
 
     @property
@@ -248,6 +250,7 @@ def parse_search_space(
     r.only_keys(final_eval, _SECTION_KEYS["final_eval"], "final_eval")
     spec.final_eval_seeds = r.number(final_eval.get("seeds", 0), "final_eval.seeds", integer=True, low=0)
     spec.final_eval_split = r.choice(final_eval.get("split", "eval"), "final_eval.split", ("eval", "dev"))
+    spec.final_eval_corpora = _parse_corpora(r, final_eval.get("corpora"))
 
     failure = r.mapping(data.get("failure"), "failure")
     r.only_keys(failure, _SECTION_KEYS["failure"], "failure")
@@ -255,6 +258,23 @@ def parse_search_space(
 
     _check_algorithm(r, spec)
     return spec
+
+
+def _parse_corpora(r: _Reader, corpora: Any) -> dict[str, str]:
+    """``final_eval.corpora``: corpus name (a ``data.corpus`` format) -> its root folder (``folder``: a protocol)."""
+    out = {}
+    for name, root in r.mapping(corpora, "final_eval.corpora").items():
+        path = f"final_eval.corpora.{name}"
+        if name not in PROTOCOL_FORMATS:
+            raise r.fail(
+                path,
+                f"unknown corpus '{name}'{suggest_key(str(name), PROTOCOL_FORMATS)}; "
+                f"expected one of: {', '.join(PROTOCOL_FORMATS)}",
+            )
+        if not isinstance(root, str) or not root.strip():
+            raise r.fail(path, f"'{path}' must be the corpus's root folder (a path), got {root!r}")
+        out[str(name)] = root
+    return out
 
 
 def _parse_param(r: _Reader, key: str, body: Any, spec: SearchSpace) -> Param:
