@@ -32,6 +32,7 @@ __all__ = [
     "combine_scores",
     "compute_det_curve",
     "compute_eer",
+    "finite_scores",
     "format_attack_table",
     "is_bonafide",
     "per_attack_eer",
@@ -49,6 +50,11 @@ def _finite_scores(scores: Any, what: str) -> np.ndarray:
     if bad:
         raise CblError(f"{what} contain {bad} non-finite value(s) (NaN or inf); cannot compute an error rate")
     return array
+
+
+def finite_scores(scores: Any, what: str) -> np.ndarray:
+    """Scores (numpy, tensor or sequence) as a flat float64 array; CblError naming ``what`` if one is NaN/inf."""
+    return _finite_scores(scores, what)
 
 
 def _two_classes(bonafide_scores: Any, spoof_scores: Any) -> tuple[np.ndarray, np.ndarray]:
