@@ -72,3 +72,9 @@ def write_in_the_wild(root: Path, records) -> Path:
     )
     _copy_audio(records, root, ".wav")
     return root
+
+
+def write_folder_protocol(path: Path, records) -> Path:
+    """A folder protocol (``PATH LABEL ATTACK SPEAKER``) naming the In-the-Wild root's .wav files beside it."""
+    path.write_text("".join(f"{r.utt_id}.wav {_label(r)} {r.attack} {r.speaker}\n" for r in records))
+    return path

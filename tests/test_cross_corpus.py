@@ -22,8 +22,9 @@ from cbl.data import demo_root, load_split
 from cbl.metrics import compute_eer
 from cbl.sweep.space import load_search_space
 from cbl.sweep.store import write_sweep, write_trial_state
+from cbl.uncertainty import bootstrap_eer_ci
 
-from corpus_roots import write_2021_df, write_2021_la, write_in_the_wild
+from corpus_roots import write_2021_df, write_2021_la, write_folder_protocol, write_in_the_wild
 from tiny import TINY
 
 SPACE = {"name": "cross", "space": {"loss.alpha": {"choice": [1.0]}}, "search": {"algorithm": "random"}}
@@ -64,6 +65,7 @@ def roots(demo_eval, tmp_path_factory):
         "asvspoof2021_la": write_2021_la(base / "LA21", records),
         "asvspoof2021_df": write_2021_df(base / "DF21", records),
         "in_the_wild": write_in_the_wild(base / "itw", records),
+        "folder": write_folder_protocol(base / "itw" / "folder.txt", records),  # audio paths beside it
     }
 
 
@@ -94,10 +96,11 @@ def test_one_summary_with_a_row_per_corpus_each_in_its_official_format(experimen
     out = experiment / "final_eval"
     summary = json.loads((out / "summary.json").read_text())
     rows = {row["corpus"]: row for row in summary["corpora"]}
-    assert list(rows) == ["asvspoof2019_la", "asvspoof2021_la", "asvspoof2021_df", "in_the_wild"]
+    assert list(rows) == ["asvspoof2019_la", "asvspoof2021_la", "asvspoof2021_df", "in_the_wild", "folder"]
     markdown = (out / "summary.md").read_text()
     records = demo_eval[1]
     labels = {r.utt_id: r.label for r in records}
+    speakers = {r.utt_id: r.speaker for r in records}
     for corpus, row in rows.items():
         # 2019: UTT_ID ATTACK KEY SCORE (evaluate_tDCF_asvspoof19.py); the others: UTT_ID SCORE
         scores = _read_scores(Path(row["score_file"]), 4 if corpus == "asvspoof2019_la" else 2)
@@ -106,10 +109,19 @@ def test_one_summary_with_a_row_per_corpus_each_in_its_official_format(experimen
         spoof = np.array([s for u, s in scores.items() if labels[u] == 0])
         assert row["eer"] == compute_eer(bonafide, spoof)[0]
         assert row["eer"] == pytest.approx(_simple_eer(bonafide, spoof), abs=1e-12)
+        # the 95% CI: a speaker bootstrap (every demo utterance names its speaker), seeded; trials in key order
+        ids = [r.utt_id for r in records]
+        interval = bootstrap_eer_ci(
+            [scores[u] for u in ids], [labels[u] for u in ids], groups=[speakers[u] for u in ids], seed=0
+        )
+        assert (row["eer_low"], row["eer_high"]) == (interval.low, interval.high)
+        assert row["eer_low"] <= row["eer"] <= row["eer_high"] and row["ci_speakers"] == len(set(speakers.values()))
+        ci_cell = f"{100 * row['eer_low']:.2f}-{100 * row['eer_high']:.2f} (by {row['ci_speakers']} speakers)"
+        assert f"| {100 * row['eer']:.2f} | {ci_cell} |" in markdown
         assert f"| {corpus} | {len(records)} | " in markdown and f"| {100 * row['eer']:.2f} |" in markdown
     # min t-DCF where defined and the ASV scores lie in the root: 2021 LA only
     assert set(rows["asvspoof2021_la"]["min_tdcf"]) == {"2019", "2021"}
-    assert all(not rows[c]["min_tdcf"] for c in ("asvspoof2019_la", "asvspoof2021_df", "in_the_wild"))
+    assert all(not rows[c]["min_tdcf"] for c in ("asvspoof2019_la", "asvspoof2021_df", "in_the_wild", "folder"))
     titles = {corpus: [b["title"] for b in row["breakdowns"]] for corpus, row in rows.items()}
     assert titles["asvspoof2021_la"] == ["attack", "codec condition (2021 LA)"]
     assert titles["asvspoof2021_df"][0] == "attack" and "vocoder group (2021 DF)" in titles["asvspoof2021_df"]
@@ -124,7 +136,7 @@ def test_one_summary_with_a_row_per_corpus_each_in_its_official_format(experimen
     assert again.exit_code == 0, again.output
     assert "asvspoof2021_df: already scored by this checkpoint" in again.output
     assert len((out / "log.jsonl").read_text().splitlines()) == len(log)  # not scored, not logged
-    assert len(json.loads((out / "summary.json").read_text())["corpora"]) == 4
+    assert len(json.loads((out / "summary.json").read_text())["corpora"]) == 5
 
 
 def test_an_interrupted_corpus_continues_where_it_stopped(experiment, roots, monkeypatch, tmp_path):

@@ -124,7 +124,8 @@ class DoctorReport:
     def table(self) -> str:
         """One row per split (counts, published figure, missing/extra/unreadable, rates, durations), then
         the findings and the verdict."""
-        header = ["split", "trials", "bonafide", "spoof", "published", "missing", "extra", "checked", "unreadable"]
+        header = ["split", "trials", "bonafide", "spoof", "not scored", "published", "missing", "extra", "checked"]
+        header += ["unreadable"]
         header += ["rate (Hz)", "bonafide s (min/med/max)", "spoof s (min/med/max)"]
         rows = [header]
         for s in self.splits:
@@ -135,6 +136,7 @@ class DoctorReport:
                     str(s.rows),
                     str(s.bonafide),
                     str(s.records - s.bonafide),
+                    str(s.filtered),  # 2021 key rows outside the scored subset
                     f"{published[0]}" if published else "-",
                     str(len(s.missing)),
                     str(len(s.extra)),
@@ -191,11 +193,18 @@ def _facts(split: str, records: Protocol) -> SplitFacts:
 
 
 def _extra_files(records: Protocol) -> list[str]:
-    """Audio files in the split's audio folder that no entry names (one folder only: the standard layouts)."""
+    """Audio files in the split's audio folder that no entry names (one folder only: the standard layouts).
+
+    A 2021 key's rows outside the scored subset (progress, hidden) name their files too: the second column.
+    """
     folders = {os.path.dirname(r.path) for r in records}
     if len(folders) != 1:
         return []
     named = {os.path.basename(r.path) for r in records}
+    if records.filtered:
+        suffix = os.path.splitext(records[0].path)[1]
+        lines = Path(records.source).read_text(encoding="utf-8", errors="replace").splitlines()
+        named |= {fields[1] + suffix for fields in (line.split() for line in lines) if len(fields) > 1}
     with os.scandir(folders.pop()) as entries:
         return sorted(
             e.name

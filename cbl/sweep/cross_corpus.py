@@ -5,7 +5,8 @@
 under ``final_eval/``:
 
 - ``scores-<corpus>.txt`` in the format that corpus's official scorer reads (:data:`SCORE_FORMATS`);
-- ``corpora/<corpus>.json``: its pooled EER, min t-DCF (when the organisers' ASV scores lie in the root's
+- ``corpora/<corpus>.json``: its pooled EER with a 95% bootstrap interval (:mod:`cbl.uncertainty`; by speaker
+  when the protocol names them), min t-DCF (when the organisers' ASV scores lie in the root's
   standard place: :func:`standard_asv_scores`), the official breakdowns, and the checkpoint's signature;
   a corpus whose stored result comes from the same checkpoint and root is not scored again;
 - scoring itself resumes (:func:`cbl.engine.evaluate_records` appends each chunk of scores durably to
@@ -33,6 +34,7 @@ from cbl.errors import CblError, DataRootError, UsageError
 from cbl.sweep.final_eval import FINAL_DIR, log_eval_access, require_best
 from cbl.sweep.store import TrialInfo
 from cbl.tdcf import AsvScores, read_asv_scores
+from cbl.uncertainty import eer_interval_fields
 from cbl.yamlio import atomic_write_text
 
 __all__ = [
@@ -75,6 +77,11 @@ class CorpusResult:
     threshold: float
     score_file: str
     score_format: str
+    # 95% bootstrap percentile interval of the EER (cbl.uncertainty), resampled by speaker when the protocol
+    # names every speaker (ci_speakers: how many), else by utterance (ci_speakers 0)
+    eer_low: float | None = None
+    eer_high: float | None = None
+    ci_speakers: int = 0
     min_tdcf: dict[str, float] = field(default_factory=dict)  # form -> value, with the organisers' ASV scores
     breakdowns: list[dict[str, Any]] = field(default_factory=list)  # {title, tdcf_form, rows: [ConditionRow]}
     tables: str = ""  # the breakdowns as `evaluate` prints them
@@ -151,6 +158,7 @@ def _score_corpus(
     if evaluated.eer is None or evaluated.threshold is None:
         raise CblError(f"{corpus} at {root}: the protocol does not hold both bonafide and spoof labels, so no EER")
     breakdowns = [evaluated.attack_breakdown, *evaluated.breakdowns] if evaluated.attack_breakdown else []
+    interval = eer_interval_fields("eer", evaluated.scores, evaluated.labels, [r.speaker for r in records], seed=0)
     return CorpusResult(
         corpus=corpus,
         root=str(root),
@@ -160,6 +168,9 @@ def _score_corpus(
         bonafide=int(evaluated.labels.sum()),
         eer=float(evaluated.eer),
         threshold=float(evaluated.threshold),
+        eer_low=float(interval["eer_low"]),
+        eer_high=float(interval["eer_high"]),
+        ci_speakers=int(interval["eer_ci_speakers"]),
         score_file=str(score_file),
         score_format=style,
         min_tdcf=dict(evaluated.min_tdcf),
@@ -214,16 +225,23 @@ def _tdcf_cell(row: CorpusResult) -> str:
     return ", ".join(f"{value:.4f} ({form})" for form, value in sorted(row.min_tdcf.items())) or "-"
 
 
+def _ci_cell(row: CorpusResult) -> str:
+    if row.eer_low is None or row.eer_high is None:
+        return "-"
+    by = f"{row.ci_speakers} speakers" if row.ci_speakers else "utterances"
+    return f"{100 * row.eer_low:.2f}-{100 * row.eer_high:.2f} (by {by})"
+
+
 def summary_table(rows: list[CorpusResult]) -> str:
     """The Markdown table of the summary: one row per corpus."""
     lines = [
-        "| corpus | trials | bonafide | spoof | EER (%) | min t-DCF | score file (format) |",
-        "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "| corpus | trials | bonafide | spoof | EER (%) | 95% CI (%) | min t-DCF | score file (format) |",
+        "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |",
     ]
     for row in rows:
         lines.append(
             f"| {row.corpus} | {row.trials} | {row.bonafide} | {row.trials - row.bonafide} | {100 * row.eer:.2f} "
-            f"| {_tdcf_cell(row)} | `{Path(row.score_file).name}` ({row.score_format}) |"
+            f"| {_ci_cell(row)} | {_tdcf_cell(row)} | `{Path(row.score_file).name}` ({row.score_format}) |"
         )
     return "\n".join(lines)
 
