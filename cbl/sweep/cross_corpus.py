@@ -29,9 +29,10 @@ from typing import Any
 
 from cbl.config import PROTOCOL_FORMATS, DataConfig
 from cbl.data import load_split
-from cbl.engine import checkpoint_signature, evaluate_records, load_model
+from cbl.engine import LoadedModel, checkpoint_signature, evaluate_records, load_model, result_tables
 from cbl.errors import CblError, DataRootError, UsageError
 from cbl.sweep.final_eval import FINAL_DIR, log_eval_access, require_best
+from cbl.sweep.space import SearchSpace
 from cbl.sweep.store import TrialInfo
 from cbl.tdcf import AsvScores, read_asv_scores
 from cbl.uncertainty import eer_interval_fields
@@ -133,22 +134,21 @@ def corpus_data(data: DataConfig, corpus: str, root: Path) -> DataConfig:
     return replace(cleared, corpus=corpus, root=str(root))
 
 
-def _stored(path: Path, signature: str, root: str) -> CorpusResult | None:
+def _stored(path: Path, signature: str, root: str | None = None) -> CorpusResult | None:
+    """The result stored at ``path`` when it comes from this checkpoint (and ``root``, unless None)."""
     if not path.is_file():
         return None
     try:
         stored = CorpusResult(**json.loads(path.read_text(encoding="utf-8")))
     except (ValueError, TypeError):
         return None  # damaged or from another version: score again
-    same = stored.signature == signature and stored.root == root and Path(stored.score_file).is_file()
+    same = stored.signature == signature and root in (None, stored.root) and Path(stored.score_file).is_file()
     return stored if same else None
 
 
 def _score_corpus(
-    best: TrialInfo, loaded: Any, corpus: str, root: Path, out_dir: Path, echo: Callable[[str], None]
+    best: TrialInfo, loaded: LoadedModel, corpus: str, root: Path, out_dir: Path, echo: Callable[[str], None]
 ) -> CorpusResult:
-    from cbl.engine import result_tables
-
     records = load_split(corpus_data(loaded.config.data, corpus, root), "eval")
     log_eval_access(out_dir, best.best_checkpoint, corpus, str(root))
     score_file = out_dir / f"scores-{corpus}.txt"
@@ -214,7 +214,7 @@ def cross_corpus_evaluation(
 def _rows_of(out_dir: Path, signature: str) -> list[CorpusResult]:
     rows = []
     for path in sorted((out_dir / "corpora").glob("*.json")):
-        stored = _stored(path, signature, json.loads(path.read_text(encoding="utf-8")).get("root", ""))
+        stored = _stored(path, signature)
         if stored is not None:
             rows.append(stored)
     order = {name: i for i, name in enumerate(PROTOCOL_FORMATS)}
@@ -292,7 +292,7 @@ def evaluate_on_corpora(
 
 
 def evaluate_space_corpora(
-    experiment_dir: Path, sweep: Mapping[str, Any], spec: Any, *, echo: Callable[[str], None] = print
+    experiment_dir: Path, sweep: Mapping[str, Any], spec: SearchSpace, *, echo: Callable[[str], None] = print
 ) -> list[CorpusResult]:
     """The end of ``run``: the space file's ``final_eval.corpora`` (``spec``: its SearchSpace), roots relative
     to where the sweep was started."""
