@@ -250,3 +250,10 @@ def test_export_refuses_an_unfinished_sweep_and_a_folder_inside_it(experiment, t
     finally:
         write_sweep(experiment, sweep)
     assert result.exit_code == 2 and "the sweep is running; export a finished one" in result.output
+
+
+def test_every_corpus_has_a_score_file_format():
+    from cbl.config import PROTOCOL_FORMATS
+    from cbl.sweep.cross_corpus import SCORE_FORMATS
+
+    assert set(SCORE_FORMATS) == set(PROTOCOL_FORMATS) and set(SCORE_FORMATS.values()) <= {"2019", "2021"}

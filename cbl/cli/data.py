@@ -18,7 +18,7 @@ __all__ = ["COMMANDS", "doctor_command"]
     "--corpus",
     required=True,
     type=click.Choice([corpus for corpus in PROTOCOL_FORMATS if corpus != "folder"]),
-    help="What the root holds (its standard layout: see `cbl-search doctor --help`).",
+    help="What the root holds (in its standard layout, listed above).",
 )
 @click.option("--full", is_flag=True, help="Open every audio file (default: a random sample per split).")
 @click.option(
@@ -27,7 +27,13 @@ __all__ = ["COMMANDS", "doctor_command"]
     default=None,
     help="Audio files opened per split without --full (default: 200).",
 )
-@click.option("--sample-rate", type=click.IntRange(min=1), default=16000, show_default=True)
+@click.option(
+    "--sample-rate",
+    type=click.IntRange(min=1),
+    default=16000,
+    show_default=True,
+    help="The rate the model reads (data.sample_rate); files at another rate are a warning (they are resampled).",
+)
 def doctor_command(data_root: Path, corpus: str, full: bool, sample: int | None, sample_rate: int) -> None:
     """Check a corpus root: layout, protocol lines, published counts, missing, extra and unreadable audio,
     sample rates and durations, speakers and ids shared between splits.
