@@ -257,3 +257,16 @@ def test_every_corpus_has_a_score_file_format():
     from cbl.sweep.cross_corpus import SCORE_FORMATS
 
     assert set(SCORE_FORMATS) == set(PROTOCOL_FORMATS) and set(SCORE_FORMATS.values()) <= {"2019", "2021"}
+
+
+def test_the_report_scoring_the_eval_split_is_logged(experiment, tmp_path):
+    from cbl.report import build_report
+
+    log = experiment / "final_eval" / "log.jsonl"
+    before = log.read_text().splitlines() if log.is_file() else []
+    lines: list[str] = []
+    build_report(experiment, tmp_path / "report", max_points=20, echo=lines.append)
+    assert any(line.startswith("scoring the eval split") for line in lines)
+    after = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(after) == len(before) + 1
+    assert (after[-1]["corpus"], after[-1]["root"]) == ("demo", "(built in) (eval split)")

@@ -27,6 +27,7 @@ from cbl.engine.evaluate import evaluate_records, load_model
 from cbl.engine.inference import embed
 from cbl.errors import CblError
 from cbl.metrics import compute_eer, read_score_file
+from cbl.sweep.final_eval import FINAL_DIR, log_eval_access, split_source
 from cbl.sweep.store import TrialInfo
 from cbl.yamlio import atomic_write_bytes
 
@@ -140,6 +141,7 @@ def analyse_trial(
             break
     if scores is None:
         echo(f"scoring the eval split ({len(records)} utterances) with trial {trial.trial_id}")
+        log_eval_access(experiment_dir / FINAL_DIR, checkpoint, config.data.corpus, split_source(config.data, "eval"))
         scores = evaluate_records(model(), records, score_file, style="2019").scores
 
     # ---- dev embeddings and centers

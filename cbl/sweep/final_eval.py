@@ -34,6 +34,7 @@ __all__ = [
     "final_evaluation",
     "log_eval_access",
     "require_best",
+    "split_source",
 ]
 
 FINAL_DIR = "final_eval"
@@ -136,7 +137,7 @@ def final_evaluation(
         selection = seed is None
         run_seed = loaded.config.train.seed if seed is None else seed
         records = _records(loaded.config, split, protocol, audio_dir, corpus)
-        where = str(protocol) if protocol is not None else f"{loaded.config.data.root or '(built in)'} ({split} split)"
+        where = str(protocol) if protocol is not None else split_source(loaded.config.data, split)
         log_eval_access(out_dir, ckpt, corpus or loaded.config.data.corpus, where)
         score_file = out_dir / f"scores-{target}-seed{run_seed}.txt"
         evaluated = evaluate_records(loaded, records, score_file, asv=asv)
@@ -204,3 +205,8 @@ def log_eval_access(out_dir: Path, checkpoint: Path, corpus: str, root: str) -> 
         handle.write(json.dumps(entry) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def split_source(data: Any, split: str) -> str:
+    """How the log names a split of the config's corpus: ``ROOT (eval split)``."""
+    return f"{data.root or '(built in)'} ({split} split)"
