@@ -34,15 +34,24 @@ def _storage(storage: str | None) -> Path:
     return Path(storage or "cbl_runs").expanduser().resolve()
 
 
+def _best_line(best) -> str:
+    """``best trial ID: dev EER 21.50% (95% CI 17.80-25.40%) at epoch 4``."""
+    from cbl.sweep.store import best_epoch_line
+    from cbl.uncertainty import format_interval
+
+    interval = format_interval(best_epoch_line(best))
+    return (
+        f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}%"
+        f"{f' ({interval})' if interval else ''} at epoch {best.best_epoch}"
+    )
+
+
 def _echo_best_and_final(experiment_dir: Path, mode: str, seeds: int, split: str) -> None:
     from cbl.sweep.final_eval import export_best_config, final_evaluation, require_best
 
     best = require_best(experiment_dir, mode)
     params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()))
-    click.echo(
-        f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}"
-        f"  ({params or 'grid point'})"
-    )
+    click.echo(f"{_best_line(best)}  ({params or 'grid point'})")
     click.echo(f"best configuration exported to {export_best_config(experiment_dir, best)}")
     click.echo(f"final evaluation of the best checkpoint on the {split} split:")
     result = final_evaluation(experiment_dir, seeds=seeds, split=split, mode=mode, echo=click.echo)
@@ -52,14 +61,14 @@ def _echo_best_and_final(experiment_dir: Path, mode: str, seeds: int, split: str
 
 def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> None:
     """After tuner.fit(): say whether the sweep is complete; if so, best + final evaluation."""
-    from cbl.sweep.store import format_status_table, read_sweep, read_trials, write_sweep
+    from cbl.sweep.store import read_sweep, read_trials, write_sweep
 
     sweep = read_sweep(experiment_dir)
     trials = read_trials(experiment_dir)
     total = sweep["total_trials"]
     trials = [t for t in trials if t.state != "lost"]  # see cbl.sweep.driver.mark_lost_trials
     ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
-    click.echo(format_status_table(trials, total=total))
+    _echo_status_table(trials, total)
     _echo_cache(experiment_dir)
     if len(ended) < total:
         write_sweep(experiment_dir, {**sweep, "state": "interrupted"})
@@ -256,14 +265,29 @@ def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None,
 @click.command("status")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def status_command(experiment_dir: Path) -> None:
-    """Table of trials (state, parameters, epochs, best dev EER), best first; works while a sweep runs."""
-    from cbl.sweep.store import format_status_table, read_sweep, read_trials, require_experiment
+    """Table of trials (state, parameters, epochs, best dev EER and its 95% CI), best first; works while a sweep runs.
+
+    The top trials are compared with the best on the same dev utterances (paired bootstrap of the dev EER
+    difference: points, its 95% CI, a p-value).
+    """
+    from cbl.sweep.store import read_sweep, read_trials, require_experiment
 
     experiment_dir = require_experiment(experiment_dir)
     sweep = read_sweep(experiment_dir)
     click.echo(f"experiment {experiment_dir.name}: {sweep.get('state', '?')}")
-    click.echo(format_status_table(read_trials(experiment_dir), total=sweep.get("total_trials")))
+    _echo_status_table(read_trials(experiment_dir), sweep.get("total_trials"))
     _echo_cache(experiment_dir)
+
+
+def _echo_status_table(trials: list, total: int | None) -> None:
+    """The trials table with the top trials compared to the best (paired bootstrap), and why a comparison is missing."""
+    from cbl.sweep.compare import vs_best_column
+    from cbl.sweep.store import format_status_table
+
+    vs_best, notes = vs_best_column(trials)
+    click.echo(format_status_table(trials, total=total, vs_best=vs_best))
+    for note in notes:
+        click.echo(note)
 
 
 def _echo_cache(experiment_dir: Path) -> None:
@@ -302,7 +326,7 @@ def best_command(experiment_dir: Path, export_path: Path | None) -> None:
 
     experiment_dir = require_experiment(experiment_dir)
     best = require_best(experiment_dir)
-    click.echo(f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}")
+    click.echo(_best_line(best))
     for key, value in sorted(best.params.items()):
         click.echo(f"  {key}: {value}")
     click.echo(f"checkpoint: {best.best_checkpoint}")
