@@ -21,6 +21,7 @@ inside that trial's copies. All resamples of a chunk are rows of one matrix.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -34,11 +35,15 @@ __all__ = [
     "UNKNOWN_SPEAKERS",
     "EerDifference",
     "EerInterval",
+    "MeanInterval",
     "Seed",
     "TooFewGroups",
     "bootstrap_eer_ci",
     "bootstrap_eer_replicates",
     "eer_interval_fields",
+    "format_interval",
+    "format_range",
+    "mean_interval",
     "paired_bootstrap_eer",
     "speaker_groups",
     "weighted_eer",
@@ -77,6 +82,15 @@ class EerDifference(NamedTuple):
     high: float
     p_value: float  # two-sided, H0: no difference (see paired_bootstrap_eer)
     n_resamples: int
+    level: float
+
+
+class MeanInterval(NamedTuple):
+    mean: float
+    std: float  # sample standard deviation (n - 1); NaN for one value
+    low: float  # Student-t interval of the mean at ``level``; NaN for one value
+    high: float
+    n: int
     level: float
 
 
@@ -361,3 +375,37 @@ def eer_interval_fields(
             pass
     interval = bootstrap_eer_ci(scores, labels, n_resamples=n_resamples, level=level, seed=seed)
     return {f"{prefix}_low": interval.low, f"{prefix}_high": interval.high, f"{prefix}_ci_speakers": 0}
+
+
+def format_range(fields: dict[str, Any], prefix: str = "dev_eer") -> str:
+    """``10.10-14.90%`` from ``{prefix}_low``/``{prefix}_high`` of a metrics line, "" when it has none."""
+    low, high = fields.get(f"{prefix}_low"), fields.get(f"{prefix}_high")
+    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)):
+        return ""
+    return f"{100 * low:.2f}-{100 * high:.2f}%"
+
+
+def format_interval(fields: dict[str, Any], prefix: str = "dev_eer", level: float = 0.95) -> str:
+    """``95% CI 10.10-14.90%`` from ``{prefix}_low``/``{prefix}_high`` of a metrics line, "" when it has none."""
+    text = format_range(fields, prefix)
+    return f"{100 * level:.0f}% CI {text}" if text else ""
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> MeanInterval:
+    """Mean, std and the Student-t interval of the mean of a few runs (e.g. one eval EER per seed).
+
+    mean +- t(1 - (1 - level) / 2, n - 1) * std / sqrt(n): the interval for the mean of
+    runs that vary as a normal sample; with 3 seeds t is 4.30, so it is wide, as it should be.
+    """
+    _check_settings(1, level)
+    array = np.asarray([float(v) for v in values], dtype=np.float64)
+    if array.size == 0 or not np.all(np.isfinite(array)):
+        raise CblError(f"a mean interval needs one or more finite values, got {array.tolist()}")
+    mean = float(array.mean())
+    if array.size < 2:
+        return MeanInterval(mean, math.nan, math.nan, math.nan, 1, level)
+    from scipy.stats import t as student_t  # only the multi-seed summary needs scipy.stats
+
+    std = float(array.std(ddof=1))
+    half = float(student_t.ppf(1.0 - (1.0 - level) / 2.0, array.size - 1)) * std / math.sqrt(array.size)
+    return MeanInterval(mean, std, mean - half, mean + half, int(array.size), level)

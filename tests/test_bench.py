@@ -146,3 +146,13 @@ def test_replay_finds_the_best_config_and_is_deterministic():
     assert first["reached"] and 1 <= first["epochs"] <= 2 * 6 * 4
     for tell in ("complete", "pruned"):
         assert replay_search(curves, grid, seed=0, tell=tell, max_t=4)["reached"]
+
+
+def test_the_bootstrap_row_times_the_vectorised_interval_against_a_loop_and_its_share_of_an_epoch(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run("bench", "--size", "tiny", "--only", "bootstrap", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = {row["id"]: row for row in check_result(out, result.output, ["bootstrap"])}
+    assert set(rows) == {"11", "11.epoch"}
+    assert rows["11"]["a"] > 0 and rows["11"]["b"] > 0 and "100,000 scores x 1,000 resamples" in rows["11"]["what"]
+    assert rows["11.epoch"]["a"] < rows["11.epoch"]["b"]  # the interval is a small part of an epoch

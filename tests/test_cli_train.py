@@ -48,7 +48,11 @@ def test_train_prints_one_summary_line_per_epoch(finished_run):
     lines = result.stdout.splitlines()
     for epoch in (1, 2):
         assert len([line for line in lines if line.startswith(f"epoch {epoch}/2  dev EER ")]) == 1
-    assert re.search(r"^best dev EER \d+\.\d\d% at epoch [12]; checkpoint .*best\.pt$", result.stdout, re.M)
+    assert re.search(
+        r"^best dev EER \d+\.\d\d% \(95% CI \d+\.\d\d-\d+\.\d\d%\) at epoch [12]; checkpoint .*best\.pt$",
+        result.stdout,
+        re.M,
+    )
     assert "RANDOM weights" in result.stdout  # the demo says it is not a result
 
 

@@ -527,5 +527,5 @@ def test_score_and_evaluate_print_results_only_on_stdout(trained, corpus, tmp_pa
     evaluated = cli("evaluate", str(checkpoint), "--split", "dev", "--out", str(tmp_path / "scores.txt"))
     out = evaluated.stdout.splitlines()
     assert out[0] == f"scores written to {tmp_path / 'scores.txt'} ({len(DEV_LENGTHS)} utterances)"
-    assert re.fullmatch(r"EER \d+\.\d\d% \(threshold \S+\)", out[1])
+    assert re.fullmatch(r"EER \d+\.\d\d% \(threshold [^;\s]+; 95% CI \d+\.\d\d-\d+\.\d\d%\)", out[1])
     assert not any("warn" in line.lower() or "transformers" in line for line in out)

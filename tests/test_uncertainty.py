@@ -164,3 +164,29 @@ def test_paired_bootstrap_by_group_draws_the_same_groups_for_both_systems() -> N
 def test_bad_input_is_a_one_line_error(call, message: str) -> None:
     with pytest.raises(CblError, match=message):
         call()
+
+
+def test_the_mean_interval_of_three_seeds_is_the_student_t_interval() -> None:
+    from cbl.uncertainty import mean_interval
+
+    interval = mean_interval([0.10, 0.12, 0.14])
+    t_975_two_degrees = 4.302652729911275  # Student t, 97.5th percentile, 2 degrees of freedom (tables)
+    half = t_975_two_degrees * 0.02 / math.sqrt(3)
+    assert interval.mean == pytest.approx(0.12) and interval.std == pytest.approx(0.02) and interval.n == 3
+    assert (interval.low, interval.high) == (pytest.approx(0.12 - half), pytest.approx(0.12 + half))
+    single = mean_interval([0.1])
+    assert single.mean == 0.1 and math.isnan(single.low) and math.isnan(single.std)
+    with pytest.raises(CblError, match="one or more finite values"):
+        mean_interval([])
+
+
+def test_a_multi_seed_final_reports_mean_std_and_the_interval_of_the_mean() -> None:
+    from cbl.sweep.final_eval import FinalEval
+
+    final = FinalEval("t1", 0.1, 2, "eval", selection=(0, 0.1), eers=[(1, 0.10), (2, 0.12), (3, 0.14)])
+    assert final.mean_ci == (pytest.approx(0.070317, abs=1e-6), pytest.approx(0.169683, abs=1e-6))
+    assert final.summary_line().splitlines()[1] == (
+        "final eval EER 12.00% +- 2.00% over 3 fresh seeds (seed 1: 10.00%, seed 2: 12.00%, seed 3: 14.00%); "
+        "95% CI of the mean 7.03-16.97%"
+    )
+    assert FinalEval("t1", 0.1, 2, "eval", selection=(0, 0.1), eers=[(1, 0.1)]).mean_ci is None

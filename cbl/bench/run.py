@@ -20,6 +20,7 @@ from cbl.bench.rawboost import measure_rawboost
 from cbl.bench.search import measure_search_efficiency
 from cbl.bench.sweeps import measure_memory, measure_ray_trial
 from cbl.bench.training import measure_center_refresh, measure_cluster_loss, measure_data_loading
+from cbl.bench.uncertainty import measure_bootstrap
 from cbl.errors import UsageError
 from cbl.yamlio import atomic_write_text
 
@@ -38,6 +39,7 @@ MEASUREMENTS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "feature_cache_sweep": measure_feature_cache_sweep,  # 8, through Ray
     "rawboost": measure_rawboost,  # 9
     "full_size": measure_full_size,  # 10 (opt-in: --only full_size)
+    "bootstrap": measure_bootstrap,  # 11
 }
 
 

@@ -74,7 +74,8 @@ def train_command(
     Rerunning the same command with the same --out resumes an interrupted run.
     """
     from cbl.config import DEMO_NOTICE, check_same_config, load_config, resolve_config
-    from cbl.engine import ConsoleReporter, fit
+    from cbl.engine import ConsoleReporter, fit, read_history
+    from cbl.uncertainty import format_interval
 
     config = resolve_config(config_path, set_options, demo=demo)
     run_dir = out_dir or _default_run_dir(config_path, demo)
@@ -101,8 +102,10 @@ def train_command(
         raise click.exceptions.Exit(130) from None
     finally:
         reporter.close()
+    best_line = next((m for m in read_history(run_dir) if m.get("epoch") == result.best_epoch), {})
+    interval = f" ({format_interval(best_line)})" if format_interval(best_line) else ""
     click.echo(
-        f"best dev EER {100 * result.best_dev_eer:.2f}% at epoch {result.best_epoch}; "
+        f"best dev EER {100 * result.best_dev_eer:.2f}%{interval} at epoch {result.best_epoch}; "
         f"checkpoint {result.best_checkpoint}\n"
         f"TensorBoard: tensorboard --logdir {run_dir}"
     )
@@ -119,7 +122,10 @@ def _echo_eval(result, out: Path) -> None:
     if result.eer is None:
         click.echo("no EER: the protocol does not hold both bonafide and spoof labels")
         return
-    click.echo(f"EER {100 * result.eer:.2f}% (threshold {result.threshold:.6g})")
+    from cbl.uncertainty import format_interval
+
+    interval = format_interval(result.interval, prefix="eer")
+    click.echo(f"EER {100 * result.eer:.2f}% (threshold {result.threshold:.6g}{f'; {interval}' if interval else ''})")
     click.echo(result_tables(result))
     if result.sign_suspicious:
         click.echo(

@@ -1,9 +1,10 @@
-"""Commands on a sweep: ``run``, ``resume``, ``status``, ``best``, ``final-eval``, ``tensorboard``, ``report``."""
+"""Commands that run a sweep and name its result: ``run``, ``resume``, ``best``, ``final-eval``.
+
+Reading an experiment (``status``, ``tensorboard``, ``report``) is in :mod:`cbl.cli.results`.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,18 +19,16 @@ from cbl.cli.options import (
     set_option,
     split_choice,
 )
-from cbl.errors import CblError, UsageError
+from cbl.cli.results import echo_cache, echo_status_table
+from cbl.errors import UsageError
 
 __all__ = [
     "COMMANDS",
     "best_command",
     "final_eval_command",
     "final_eval_pending",
-    "report_command",
     "resume_command",
     "run_command",
-    "status_command",
-    "tensorboard_command",
 ]
 
 
@@ -42,15 +41,24 @@ def _storage(storage: str | None) -> Path:
     return Path(storage or "cbl_runs").expanduser().resolve()
 
 
+def _best_line(best) -> str:
+    """``best trial ID: dev EER 21.50% (95% CI 17.80-25.40%) at epoch 4``."""
+    from cbl.sweep.store import best_epoch_line
+    from cbl.uncertainty import format_interval
+
+    interval = format_interval(best_epoch_line(best))
+    return (
+        f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}%"
+        f"{f' ({interval})' if interval else ''} at epoch {best.best_epoch}"
+    )
+
+
 def _echo_best_and_final(experiment_dir: Path, mode: str, seeds: int, split: str) -> None:
     from cbl.sweep.final_eval import export_best_config, final_evaluation, require_best
 
     best = require_best(experiment_dir, mode)
     params = ", ".join(f"{k}={v}" for k, v in sorted(best.params.items()))
-    click.echo(
-        f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}"
-        f"  ({params or 'grid point'})"
-    )
+    click.echo(f"{_best_line(best)}  ({params or 'grid point'})")
     click.echo(f"best configuration exported to {export_best_config(experiment_dir, best)}")
     click.echo(f"final evaluation of the best checkpoint on the {split} split:")
     result = final_evaluation(experiment_dir, seeds=seeds, split=split, mode=mode, echo=click.echo)
@@ -60,15 +68,15 @@ def _echo_best_and_final(experiment_dir: Path, mode: str, seeds: int, split: str
 
 def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> None:
     """After tuner.fit(): say whether the sweep is complete; if so, best + final evaluation."""
-    from cbl.sweep.store import format_status_table, read_sweep, read_trials, write_sweep
+    from cbl.sweep.store import read_sweep, read_trials, write_sweep
 
     sweep = read_sweep(experiment_dir)
     trials = read_trials(experiment_dir)
     total = sweep["total_trials"]
     trials = [t for t in trials if t.state != "lost"]  # see cbl.sweep.driver.mark_lost_trials
     ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
-    click.echo(format_status_table(trials, total=total))
-    _echo_cache(experiment_dir)
+    echo_status_table(trials, total)
+    echo_cache(experiment_dir)
     if len(ended) < total:
         write_sweep(experiment_dir, {**sweep, "state": "interrupted"})
         click.echo(
@@ -265,39 +273,6 @@ def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None,
     _final_evaluation(experiment_dir, final_seeds if final_seeds is not None else sweep["final_eval"].get("seeds", 0))
 
 
-@click.command("status")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-def status_command(experiment_dir: Path) -> None:
-    """Table of trials (state, parameters, epochs, best dev EER), best first; works while a sweep runs."""
-    from cbl.sweep.store import format_status_table, read_sweep, read_trials, require_experiment
-
-    experiment_dir = require_experiment(experiment_dir)
-    sweep = read_sweep(experiment_dir)
-    click.echo(f"experiment {experiment_dir.name}: {sweep.get('state', '?')}")
-    click.echo(format_status_table(read_trials(experiment_dir), total=sweep.get("total_trials")))
-    _echo_cache(experiment_dir)
-
-
-def _echo_cache(experiment_dir: Path) -> None:
-    """The sweep's frozen-feature cache and its size, when it has one (also one set by train.feature_cache_dir)."""
-    from cbl.engine import format_cache_line
-
-    roots = {experiment_dir / "feature_cache"}
-    for config_path in sorted((experiment_dir / "trials").glob("*/config.yaml"))[:1]:
-        try:
-            from cbl.config import load_config
-
-            chosen = load_config(config_path).train.feature_cache_dir
-        except CblError:
-            continue
-        if chosen:
-            roots.add(Path(chosen))
-    for root in sorted(roots):
-        line = format_cache_line(root)
-        if line:
-            click.echo(line)
-
-
 @click.command("best")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
@@ -314,7 +289,7 @@ def best_command(experiment_dir: Path, export_path: Path | None) -> None:
 
     experiment_dir = require_experiment(experiment_dir)
     best = require_best(experiment_dir)
-    click.echo(f"best trial {best.trial_id}: dev EER {100 * best.best_dev_eer:.2f}% at epoch {best.best_epoch}")
+    click.echo(_best_line(best))
     for key, value in sorted(best.params.items()):
         click.echo(f"  {key}: {value}")
     click.echo(f"checkpoint: {best.best_checkpoint}")
@@ -387,58 +362,9 @@ def final_eval_command(
     click.echo(result.summary_line())
 
 
-@click.command("tensorboard")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--port", type=int, default=6006, show_default=True)
-@click.option("--print-only", is_flag=True, help="Print the command instead of starting TensorBoard.")
-def tensorboard_command(experiment_dir: Path, port: int, print_only: bool) -> None:
-    """Start TensorBoard on an experiment: one run per trial, HParams dashboard for comparing them."""
-    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(experiment_dir), "--port", str(port)]
-    click.echo(f"tensorboard --logdir {experiment_dir} --port {port}")
-    if not print_only:
-        subprocess.run(command, check=False)  # a list, no shell: the path is never interpreted
-
-
-@click.command("report")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Report folder (default: EXPERIMENT_DIR/report).",
-)
-@click.option(
-    "--max-points",
-    type=click.IntRange(min=10),
-    default=2000,
-    show_default=True,
-    help="Dev utterances (a fixed random sample) embedded for the 2-D projection and the projector.",
-)
-@click.option("--no-models", is_flag=True, help="Only the sweep tables and learning curves: load no checkpoint.")
-def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, no_models: bool) -> None:
-    """Write report.md, report.html and figures for a sweep (works without Ray, also while it runs).
-
-    Results and per-value tables, hyperparameter importance, learning curves; for the best
-    trial and the best ce_only trial: DET curves, per-attack EER, dev embeddings (also in
-    TensorBoard's projector under EXPERIMENT_DIR/projector).
-    """
-    from cbl.report import build_report
-    from cbl.sweep.store import require_experiment
-
-    experiment_dir = require_experiment(experiment_dir)
-    files = build_report(experiment_dir, out_dir, max_points=max_points, models=not no_models, echo=click.echo)
-    click.echo(f"report written: {files.markdown} and {files.html} ({len(files.figures)} figures)")
-    if files.projector is not None:
-        click.echo(f"embeddings for the projector: tensorboard --logdir {files.projector}")
-
-
 COMMANDS = (
     run_command,
     resume_command,
-    status_command,
     best_command,
     final_eval_command,
-    tensorboard_command,
-    report_command,
 )

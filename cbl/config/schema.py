@@ -164,6 +164,9 @@ class TrainConfig:
     # reuse it every epoch and in every trial of a sweep (needs data.train_crop=fixed, data.rawboost_algo=0)
     feature_cache: bool = False
     feature_cache_dir: str = ""  # "" = <run folder>/feature_cache, or <experiment>/feature_cache in a sweep
+    # bootstrap resamples of the dev EER's 95% CI each epoch (dev_eer_low/high, by speaker when the protocol
+    # names them); 1000 keeps the interval's ends stable to ~0.1 point; 0 = no interval
+    dev_ci_resamples: int = 1000
 
 
 @dataclass
@@ -225,6 +228,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool]] = {
     "optim.grad_clip": (0, None, True),
     "optim.grad_accum": (1, None, True),
     "train.epochs": (1, None, True),
+    "train.dev_ci_resamples": (0, None, True),
     "train.batch_size": (1, None, True),
     "train.eval_batch_size": (1, None, True),
     "train.num_threads": (0, None, True),

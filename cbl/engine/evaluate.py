@@ -35,6 +35,7 @@ from cbl.errors import CblError, UsageError
 from cbl.metrics import ZNormStats, compute_eer, format_attack_table, per_attack_eer, write_score_file
 from cbl.model import SpoofDetector, build_model
 from cbl.tdcf import AsvScores, read_asv_scores
+from cbl.uncertainty import eer_interval_fields
 
 __all__ = [
     "EvalResult",
@@ -79,6 +80,8 @@ class EvalResult:
     min_tdcf: dict[str, float] = field(default_factory=dict)  # pooled, by form ("2019", "2021"); with ASV scores
     attack_breakdown: Any = None  # cbl.breakdowns.Breakdown: per attack, with min t-DCF when ASV scores were given
     breakdowns: list[Any] = field(default_factory=list)  # the official condition tables of 2021 LA/DF keys
+    # eer_low, eer_high: its 95% bootstrap CI; eer_ci_speakers: speakers resampled (0: by utterance)
+    interval: dict[str, float | int] = field(default_factory=dict)
 
     @property
     def sign_suspicious(self) -> bool:
@@ -208,6 +211,7 @@ def evaluate_records(
     if (labels == 1).any() and (labels == 0).any():
         result.eer, result.threshold = compute_eer(scores[labels == 1], scores[labels == 0])
         result.negated_eer, _ = compute_eer(-scores[labels == 1], -scores[labels == 0])
+        result.interval = eer_interval_fields("eer", scores, labels, [r.speaker for r in records])
         result.attack_rows = per_attack_eer(scores, labels, attacks)
         # 2021 keys are scored with the revised 2021 t-DCF, everything else with the 2019 form
         scorer = TdcfScorer(asv, "2021" if records and "subset" in records[0].meta else "2019") if asv else None

@@ -11,14 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from cbl.config import ExperimentConfig, config_to_dict
+from cbl.uncertainty import format_interval
 
 __all__ = ["ConsoleReporter", "flat_hparams", "format_epoch_line"]
 
 
 def format_epoch_line(metrics: dict[str, Any], epochs: int) -> str:
-    """``epoch 3/10  dev EER 12.50% (best 11.20% @2)  loss 0.4312 (att 0.12 rep 0.31 ce 0.00)  8.1s``."""
+    """``epoch 3/10  dev EER 12.50% (95% CI 10.10-14.90%) (best 11.20% @2)  loss 0.4312 (att ...)  8.1s``."""
+    interval = f"({format_interval(metrics)}) " if format_interval(metrics) else ""
     line = (
-        f"epoch {metrics['epoch']}/{epochs}  dev EER {100 * metrics['dev_eer']:.2f}% "
+        f"epoch {metrics['epoch']}/{epochs}  dev EER {100 * metrics['dev_eer']:.2f}% {interval}"
         f"(best {100 * metrics['best_dev_eer']:.2f}% @{metrics['best_epoch']})  "
         f"loss {metrics['train_loss']:.4f} (att {metrics['train_attraction']:.3f} "
         f"rep {metrics['train_repulsion']:.3f} ce {metrics['train_ce']:.3f})  "
@@ -55,6 +57,10 @@ class ConsoleReporter:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.run_dir))
+            # the dev EER drawn with its 95% CI as a band (Custom Scalars tab); the ends are scalars too
+            self.writer.add_custom_scalars_marginchart(
+                ["dev_eer", "dev_eer_low", "dev_eer_high"], category="dev EER", title="dev EER with its 95% CI"
+            )
         return self.writer
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path) -> None:

@@ -7,6 +7,7 @@ Layout::
     checkpoints/last.pt         the newest epoch (model, optimizer, centers, step, best, RNG, config)
     checkpoints/previous.pt     the one before: the fallback when last.pt is found damaged
     checkpoints/best.pt         the epoch with the lowest dev EER (no optimizer state)
+    checkpoints/best_dev_scores.txt   that epoch's dev scores (cbl.engine.dev_scores), written just before best.pt
 
 The history line of an epoch is written before its checkpoint: a crash between
 the two reruns the epoch and drops the line (:func:`truncate_history`).

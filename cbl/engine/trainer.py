@@ -42,6 +42,7 @@ from cbl.data import (
     make_train_loader,
     training_class_weights,
 )
+from cbl.engine.dev_scores import DEV_SCORES, write_dev_scores
 from cbl.engine.feature_cache import check_cache_config
 from cbl.engine.feature_source import FeatureSource
 from cbl.engine.inference import embed, forward_batch, score_embeddings, score_norm
@@ -52,6 +53,7 @@ from cbl.errors import CblError
 from cbl.losses import compute_loss
 from cbl.metrics import ZNormStats, compute_eer
 from cbl.model import build_model, param_groups
+from cbl.uncertainty import eer_interval_fields
 
 __all__ = ["FitResult", "Reporter", "TrainingDiverged", "fit", "learning_rate_scale"]
 
@@ -108,6 +110,7 @@ class _Run:
     dev_loader: DataLoader
     state: TrainState
     base_lrs: list[float] = field(default_factory=list)
+    dev_speakers: dict[str, str] = field(default_factory=dict)  # utt_id -> speaker, for the dev EER's interval
 
     @property
     def pin(self) -> bool:
@@ -132,6 +135,7 @@ class _Scored:
     threshold: float  # the dev EER threshold (score > threshold: bonafide)
     norm: ZNormStats | None  # what loss.score=sum normalises by; kept in the checkpoint
     dev: dict[str, Any]  # the dev split embedded (cbl.engine.inference.embed)
+    scores: np.ndarray = field(default_factory=lambda: np.empty(0))  # (N,) dev scores, in dev["utt_id"] order
 
 
 def fit(
@@ -156,6 +160,7 @@ def fit(
     save_config(saved_config, run_dir / "config.yaml")
     torch.manual_seed(config.train.seed)
     run = _set_up(config, saved_config, run_dir, device, train_records, dev_records)
+    run.dev_speakers = {r.utt_id: r.speaker for r in dev_records}
     _resume_or_start(run, payload, resumed_from)
 
     for epoch in range(run.state.epoch + 1, config.train.epochs):
@@ -330,7 +335,16 @@ def _score_dev(run: _Run, epoch: int, trained: _Trained) -> _Scored:
         **trained.metrics,
         **{("lr" if g.get("name") == "ssl" else "head_lr"): g["lr"] for g in state.optimizer.param_groups},
     }
-    return _Scored(metrics, float(threshold), norm, dev)
+    if config.train.dev_ci_resamples:  # seeded by (run seed, epoch): a resumed run writes the same interval
+        speakers = _speakers(run, dev["utt_id"])
+        resamples, seed = config.train.dev_ci_resamples, (config.train.seed, epoch)
+        metrics.update(eer_interval_fields("dev_eer", scores, labels, speakers, n_resamples=resamples, seed=seed))
+    return _Scored(metrics, float(threshold), norm, dev, scores)
+
+
+def _speakers(run: _Run, utt_ids: Sequence[str]) -> list[str]:
+    """The speaker of each dev utterance ("-" where the protocol names none)."""
+    return [run.dev_speakers.get(utt, "-") for utt in utt_ids]
 
 
 def _cluster_metrics(run: _Run, dev: dict[str, Any]) -> dict[str, Any]:
@@ -346,6 +360,12 @@ def _write_epoch(run: _Run, epoch: int, metrics: dict[str, Any], scored: _Scored
     """The epoch recorded in the state (best so far?), then written: history line, best.pt, last.pt."""
     state = run.state
     improved = state.record(epoch, metrics["dev_eer"], scored.threshold)
+    if improved:  # before best.pt: what comparing trials on the same dev utterances reads (cbl.sweep.compare)
+        ids = scored.dev["utt_id"]
+        labels = scored.dev["label"].numpy()
+        write_dev_scores(
+            run.run_dir / CHECKPOINTS / DEV_SCORES, epoch + 1, ids, labels, scored.scores, _speakers(run, ids)
+        )
     metrics.update(best_dev_eer=state.best_dev_eer, best_epoch=state.best_epoch)
     payload = state.state_dict(dev_eer=metrics["dev_eer"], threshold=scored.threshold, norm=scored.norm)
     write_epoch(run.run_dir, metrics, payload, run.saved_config, improved=improved)

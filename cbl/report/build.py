@@ -21,6 +21,7 @@ import numpy as np
 
 from cbl.errors import CblError
 from cbl.report import figures
+from cbl.report.comparisons import comparison_blocks
 from cbl.report.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from cbl.report.models import ModelView, analyse_trial, eer_or_nan, loss_type, write_projector
 from cbl.report.tables import (
@@ -36,7 +37,8 @@ from cbl.report.tables import (
     searched_keys,
 )
 from cbl.sweep.space import Param, parse_search_space
-from cbl.sweep.store import TrialInfo, best_trial, read_sweep, read_trials, require_experiment
+from cbl.sweep.store import TrialInfo, best_epoch_line, best_trial, read_sweep, read_trials, require_experiment
+from cbl.uncertainty import format_interval
 from cbl.yamlio import atomic_write_bytes, atomic_write_text
 
 __all__ = ["PROJECTOR_DIR", "REPORT_DIR", "ReportFiles", "build_report"]
@@ -181,7 +183,8 @@ def _header_section(
     if best is not None:
         w.add(
             Paragraph(
-                f"**Best trial** `{best.trial_id}`: dev EER {format_eer(best.best_dev_eer)} at epoch "
+                f"**Best trial** `{best.trial_id}`: dev EER {format_eer(best.best_dev_eer)} "
+                f"({format_interval(best_epoch_line(best)) or 'no CI recorded'}) at epoch "
                 f"{best.best_epoch} ({_short_params(best, keys) or 'no sampled parameters'})."
             )
         )
@@ -213,6 +216,7 @@ def _table_sections(w: _Writer, trials: list[TrialInfo], keys: list[str], by_key
         w.add(marginal_table(rows))
     if notes:
         w.add(Bullets(notes))
+    w.add(*comparison_blocks(trials, best_trial(trials, mode), rows))
     importance = param_importance(trials, keys, by_key, mode)
     w.add(Heading(2, "Hyperparameter importance"))
     if importance.values:
@@ -250,11 +254,16 @@ def _learning_curve_section(
             for t in ranked
         ]
         best_label = next((c[0] for c, t in zip(curves, ranked, strict=True) if best is not None and t is best), None)
+        band = [
+            (h["epoch"], h["dev_eer_low"], h["dev_eer_high"])
+            for h in (best.history if best else [])
+            if "dev_eer_low" in h
+        ]
         w.figure(
             "learning_curves.png",
-            figures.learning_curves(curves, best_label),
+            figures.learning_curves(curves, best_label, band),
             "dev EER per epoch",
-            "Dashed lines ending in a large X: trials that ASHA stopped early.",
+            "Dashed lines ending in a large X: trials that ASHA stopped early. Shaded: the best trial's 95% CI.",
         )
     else:
         w.add(Paragraph("No trial has finished an epoch yet."))

@@ -62,10 +62,24 @@ def _colours(n: int, palette: str = "tab10") -> list[Any]:
 
 
 # --------------------------------------------------------------------------- sweep
-def learning_curves(curves: Sequence[tuple[str, str, list[int], list[float]]], best: str | None = None) -> bytes:
-    """Dev EER per epoch. curves: (label, state, epochs, dev EERs in [0, 1]); ``best`` is the best trial's label."""
+def learning_curves(
+    curves: Sequence[tuple[str, str, list[int], list[float]]],
+    best: str | None = None,
+    band: Sequence[tuple[int, float, float]] = (),
+) -> bytes:
+    """Dev EER per epoch. curves: (label, state, epochs, dev EERs in [0, 1]); ``best`` is the best trial's label;
+    ``band``: (epoch, low, high) of the best trial's 95% CI, shaded."""
     fig = Figure(figsize=(10, 5.5))
     ax = fig.subplots()
+    if band:
+        ax.fill_between(
+            [e for e, _, _ in band],
+            [100 * low for _, low, _ in band],
+            [100 * high for _, _, high in band],
+            color="0.6",
+            alpha=0.25,
+            linewidth=0,
+        )
     palette = _colours(len(curves))
     for (label, state, epochs, eers), colour in zip(curves, palette, strict=True):
         if not epochs:

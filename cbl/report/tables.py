@@ -17,7 +17,8 @@ import numpy as np
 
 from cbl.report.document import Table
 from cbl.sweep.space import Param
-from cbl.sweep.store import TrialInfo
+from cbl.sweep.store import TrialInfo, best_epoch_line
+from cbl.uncertainty import format_range
 
 __all__ = [
     "Importance",
@@ -79,7 +80,7 @@ def rank_trials(trials: Sequence[TrialInfo], mode: str = "min") -> list[TrialInf
 
 def results_table(trials: Sequence[TrialInfo], keys: Sequence[str], mode: str = "min") -> Table:
     """One row per trial: id, state, epochs run, best dev EER, its epoch, then each searched key."""
-    header = ["rank", "trial", "state", "epochs", "best dev EER", "best epoch", *keys]
+    header = ["rank", "trial", "state", "epochs", "best dev EER", "95% CI", "best epoch", *keys]
     rows = []
     for rank, t in enumerate(rank_trials(trials, mode), start=1):
         rows.append(
@@ -89,11 +90,12 @@ def results_table(trials: Sequence[TrialInfo], keys: Sequence[str], mode: str = 
                 t.state,
                 str(t.epochs),
                 format_eer(t.best_dev_eer),
+                format_range(best_epoch_line(t)) or "-",
                 str(t.best_epoch) if t.epochs else "-",
                 *(format_value(t.params[k]) if k in t.params else "-" for k in keys),
             ]
         )
-    return Table(header, rows, right=(0, 3, 4, 5))
+    return Table(header, rows, right=(0, 3, 4, 5, 6))
 
 
 # --------------------------------------------------------------------------- marginals
@@ -104,6 +106,7 @@ class MarginalRow:
     trials: int
     best: float
     median: float
+    best_trial: str = ""  # the trial of that value with the best dev EER ("" when none drew it)
 
 
 def _is_number(value: Any) -> bool:
@@ -145,7 +148,7 @@ def marginal_rows(
     for key in keys:
         param = params.get(key)
         having = [t for t in scored if key in t.params]
-        groups: dict[str, list[float]] = {}
+        groups: dict[str, list[TrialInfo]] = {}
         binned = _bins(param, [t.params[key] for t in having])
         if binned is not None:
             edges, log = binned
@@ -153,7 +156,7 @@ def marginal_rows(
                 groups[_bin_label(edges, i)] = []
             for t in having:
                 index = min(int(np.searchsorted(edges, t.params[key], side="right")) - 1, len(edges) - 2)
-                groups[_bin_label(edges, max(index, 0))].append(t.best_dev_eer)
+                groups[_bin_label(edges, max(index, 0))].append(t)
             notes.append(
                 f"`{key}` is continuous: its values are grouped into {len(edges) - 1} "
                 f"{'log-spaced' if log else 'equal-width'} bins of the searched range."
@@ -162,11 +165,13 @@ def marginal_rows(
             for value in param.values if param is not None else ():
                 groups[format_value(value)] = []
             for t in having:
-                groups.setdefault(format_value(t.params[key]), []).append(t.best_dev_eer)
+                groups.setdefault(format_value(t.params[key]), []).append(t)
         if param is not None and param.when:
             condition = " and ".join(f"{k} in [{', '.join(map(format_value, v))}]" for k, v in param.when)
             notes.append(f"`{key}` is sampled only when {condition}; its rows count only those trials.")
-        for label, eers in groups.items():
+        for label, members in groups.items():
+            eers = [t.best_dev_eer for t in members]
+            leader = pick(members, key=lambda t: t.best_dev_eer).trial_id if members else ""
             rows.append(
                 MarginalRow(
                     key,
@@ -174,6 +179,7 @@ def marginal_rows(
                     len(eers),
                     pick(eers) if eers else math.nan,
                     statistics.median(eers) if eers else math.nan,
+                    leader,
                 )
             )
     return rows, notes

@@ -27,6 +27,7 @@ from cbl.sweep.settings import SweepSettings
 from cbl.sweep.space import SearchSpace
 from cbl.sweep.store import best_trial, format_param, read_trials, trial_dir, write_sweep, write_trial_state
 from cbl.sweep.trial import run_trial
+from cbl.uncertainty import format_interval
 
 __all__ = ["TrialLines", "build_tuner", "mark_lost_trials", "run_sweep", "start_ray"]
 
@@ -77,9 +78,10 @@ class TrialLines(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         params = ", ".join(f"{k.split('.')[-1]}={format_param(v)}" for k, v in (trial.config or {}).items())
+        interval = format_interval(result)
         _echo(
             f"[{trial.trial_id}] epoch {result.get('epoch', '?')}/{self.max_t}  dev EER "
-            f"{100 * result.get('dev_eer', math.nan):.2f}%  ({params})"
+            f"{100 * result.get('dev_eer', math.nan):.2f}%{f' ({interval})' if interval else ''}  ({params})"
         )
 
     def on_trial_complete(self, iteration, trials, trial, **info):

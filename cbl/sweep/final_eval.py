@@ -5,8 +5,8 @@ on the eval split, or on any protocol (ASVspoof 2021 LA/DF, In-the-Wild). That r
 won the selection, so its eval number is biased optimistically: it is reported on
 its own line. With ``seeds = N >= 1`` the best configuration is also trained again
 with N fresh seeds (not counting the selection run's) and their eval EER is
-reported as mean +- std with each seed's value, so that a reader can tell a winner
-from a lucky seed. With the organisers' ASV scores, min t-DCF is reported too.
+reported as mean +- std, with the 95% Student-t interval of the mean and each seed's
+value, so that a reader can tell a winner from a lucky seed. With the organisers' ASV scores, min t-DCF is reported too.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from cbl.config import apply_overrides, load_config
 from cbl.engine import checkpoint_signature, evaluate_records, fit, load_model, records_for, result_tables
 from cbl.errors import CblError
 from cbl.sweep.store import TrialInfo, best_trial, read_trials
+from cbl.uncertainty import format_interval, mean_interval
 from cbl.yamlio import atomic_write_text
 
 __all__ = [
@@ -61,6 +62,14 @@ class FinalEval:
     def std(self) -> float | None:
         return statistics.stdev(e for _, e in self.eers) if len(self.eers) > 1 else None
 
+    @property
+    def mean_ci(self) -> tuple[float, float] | None:
+        """The 95% Student-t interval of the fresh seeds' mean EER (2 seeds or more)."""
+        if len(self.eers) < 2:
+            return None
+        interval = mean_interval([e for _, e in self.eers])
+        return interval.low, interval.high
+
     def _tdcf(self, seed: int) -> str:
         forms = self.min_tdcf.get(seed, {})
         return "".join(f", min t-DCF ({form}) {value:.4f}" for form, value in sorted(forms.items()))
@@ -83,9 +92,12 @@ class FinalEval:
         else:
             each = ", ".join(f"seed {s}: {100 * e:.2f}%{self._tdcf(s)}" for s, e in self.eers)
             spread = f" +- {100 * std:.2f}%" if std is not None else " (std needs 2 seeds)"
+            ci = self.mean_ci
+            of_mean = f"; 95% CI of the mean {100 * ci[0]:.2f}-{100 * ci[1]:.2f}%" if ci is not None else ""
             plural = "s" if len(self.eers) > 1 else ""
             lines.append(
                 f"final {self.target} EER {100 * mean:.2f}%{spread} over {len(self.eers)} fresh seed{plural} ({each})"
+                f"{of_mean}"
             )
         return "\n".join(lines)
 
@@ -152,7 +164,8 @@ def final_evaluation(
             result.min_tdcf[run_seed] = dict(evaluated.min_tdcf)
         result.score_files.append(str(score_file))
         role = "selection run" if selection else "fresh seed"
-        echo(f"{role} {run_seed}: {target} EER {100 * evaluated.eer:.2f}%  ({score_file})")
+        interval = format_interval(evaluated.interval, prefix="eer")
+        echo(f"{role} {run_seed}: {target} EER {100 * evaluated.eer:.2f}% ({interval})  ({score_file})")
     summary = {
         "trial_id": best.trial_id,
         "params": best.params,
@@ -163,6 +176,7 @@ def final_evaluation(
         "eers": result.eers,
         "mean_eer": result.mean,
         "std_eer": result.std,
+        "mean_eer_ci": result.mean_ci,
         "min_tdcf": {str(k): v for k, v in result.min_tdcf.items()},
         "score_files": result.score_files,
     }

@@ -27,12 +27,14 @@ from typing import Any
 
 from cbl.engine import read_history
 from cbl.errors import UsageError
+from cbl.uncertainty import format_range
 from cbl.yamlio import atomic_write_text
 
 __all__ = [
     "SWEEP_FILE",
     "TRIALS_DIR",
     "TrialInfo",
+    "best_epoch_line",
     "best_trial",
     "format_param",
     "format_status_table",
@@ -147,10 +149,18 @@ def format_param(value: Any) -> str:
     return str(value)
 
 
-def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int | None = None) -> str:
-    """A plain-text table of trials sorted by best dev EER."""
+def best_epoch_line(trial: TrialInfo) -> dict[str, Any]:
+    """The history line of the trial's best epoch ({} when it has none)."""
+    return next((h for h in trial.history if h.get("epoch") == trial.best_epoch), {})
+
+
+def format_status_table(
+    trials: list[TrialInfo], mode: str = "min", total: int | None = None, vs_best: dict[str, str] | None = None
+) -> str:
+    """A plain-text table of trials sorted by best dev EER, with its 95% CI; ``vs_best``: trial id -> that column."""
     keys = sorted({k for t in trials for k in t.params})
-    header = ["trial", "state", "epochs", "best dev EER", "@epoch", *keys]
+    compared = ["vs best: points [95% CI] p"] if vs_best else []
+    header = ["trial", "state", "epochs", "best dev EER", "95% CI", "@epoch", *compared, *keys]
     rows = [header]
     for t in sorted(trials, key=lambda t: _sort_key(t, mode)):
         eer = "-" if math.isnan(t.best_dev_eer) else f"{100 * t.best_dev_eer:.2f}%"
@@ -160,7 +170,9 @@ def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int |
                 t.state,
                 str(t.epochs),
                 eer,
+                format_range(best_epoch_line(t)) or "-",
                 str(t.best_epoch) if t.epochs else "-",
+                *([vs_best.get(t.trial_id, "")] if vs_best else []),
                 *(format_param(t.params[k]) if k in t.params else "-" for k in keys),
             ]
         )
