@@ -183,6 +183,7 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
         raise click.exceptions.Exit(130) from None
     finally:
         reporter.close()
+    _echo_collapse(reporter.last, config)
     click.echo(
         f"best dev EER {100 * result.best_dev_eer:.2f}% at epoch {result.best_epoch}; "
         f"checkpoint {result.best_checkpoint}\n"
@@ -192,6 +193,15 @@ def train_command(config_path: Path | None, set_options: tuple[str, ...], demo: 
         from cbl.feature_cache import cache_root, format_cache_line
 
         click.echo(format_cache_line(cache_root(config, run_dir)))
+
+
+def _echo_collapse(last_metrics: dict, config) -> None:
+    """One warning line when the run's last epoch shows a collapsed embedding (see cbl.diagnostics)."""
+    from cbl.diagnostics import collapse_warning
+
+    line = collapse_warning(last_metrics, config) if last_metrics else None
+    if line:
+        click.echo(line, err=True)
 
 
 def _echo_eval(result, out: Path) -> None:

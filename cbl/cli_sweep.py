@@ -48,6 +48,7 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
     click.echo(format_status_table(trials, total=total))
     _echo_cache(experiment_dir)
+    _echo_collapse(trials)
     if len(ended) < total:
         write_sweep(experiment_dir, {**sweep, "state": "interrupted"})
         click.echo(f"sweep interrupted: {len(ended)} of {total} trials ended.\n"
@@ -204,6 +205,14 @@ def status_command(experiment_dir: Path) -> None:
     click.echo(f"experiment {experiment_dir.name}: {sweep.get('state', '?')}")
     click.echo(format_status_table(read_trials(experiment_dir), total=sweep.get("total_trials")))
     _echo_cache(experiment_dir)
+
+
+def _echo_collapse(trials) -> None:
+    from cbl.diagnostics import sweep_collapse_warning
+
+    line = sweep_collapse_warning(trials)
+    if line:
+        click.echo(line, err=True)
 
 
 def _echo_cache(experiment_dir: Path) -> None:

@@ -29,7 +29,7 @@ from cbl.errors import UsageError
 from cbl.yamlio import atomic_write_text
 
 __all__ = ["TrialInfo", "SWEEP_FILE", "read_sweep", "write_sweep", "read_trials", "write_trial_state",
-           "best_trial", "format_status_table", "require_experiment"]
+           "best_trial", "diagnostics_cells", "format_status_table", "require_experiment"]
 
 SWEEP_FILE = "sweep.json"
 TRIALS_DIR = "trials"
@@ -132,14 +132,36 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def diagnostics_cells(metrics: dict[str, Any] | None) -> list[str]:
+    """The status table's diagnostics of one epoch: empty centers, bonafide/spoof similarity, spread ("-" if absent).
+
+    ``empty``: centers holding no dev bonafide, of K; ``sim b/s``: mean cosine of
+    dev bonafide and spoof to the nearest center; ``mean cos``: mean pairwise
+    cosine of all dev embeddings (near 1 = collapsed); ``rank``: their effective rank.
+    """
+    metrics = metrics or {}
+    sizes = metrics.get("cluster_sizes")
+    empty = f"{metrics['cluster_empty_clusters']}/{len(sizes)}" if isinstance(sizes, list) and \
+        "cluster_empty_clusters" in metrics else "-"
+    bonafide, spoof = metrics.get("cluster_bonafide_similarity"), metrics.get("cluster_spoof_similarity")
+    similarity = f"{bonafide:.2f}/{spoof:.2f}" if isinstance(bonafide, float) and isinstance(spoof, float) else "-"
+    cosine, rank = metrics.get("embedding_mean_cosine"), metrics.get("embedding_effective_rank")
+    return [empty, similarity, f"{cosine:.2f}" if isinstance(cosine, float) else "-",
+            f"{rank:.1f}" if isinstance(rank, float) else "-"]
+
+
+DIAGNOSTICS_HEADER = ["empty", "sim b/s", "mean cos", "rank"]
+
+
 def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int | None = None) -> str:
-    """A plain-text table of trials sorted by best dev EER."""
+    """A plain-text table of trials sorted by best dev EER, with the last epoch's diagnostics."""
     keys = sorted({k for t in trials for k in t.params})
-    header = ["trial", "state", "epochs", "best dev EER", "@epoch", *keys]
+    header = ["trial", "state", "epochs", "best dev EER", "@epoch", *DIAGNOSTICS_HEADER, *keys]
     rows = [header]
     for t in sorted(trials, key=lambda t: _sort_key(t, mode)):
         eer = "-" if math.isnan(t.best_dev_eer) else f"{100 * t.best_dev_eer:.2f}%"
         rows.append([t.trial_id, t.state, str(t.epochs), eer, str(t.best_epoch) if t.epochs else "-",
+                     *diagnostics_cells(t.history[-1] if t.history else None),
                      *(_fmt(t.params[k]) if k in t.params else "-" for k in keys)])
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

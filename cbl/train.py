@@ -241,9 +241,10 @@ def fit(
     progress: bool = False,
 ) -> FitResult:
     """Train one configuration to ``train.epochs``; resume from ``run_dir`` when it holds last.pt."""
-    from cbl.centers import build_centers, cluster_stats
+    from cbl.centers import build_centers
     from cbl.data import class_weights, load_split, make_eval_loader, make_train_loader
     from cbl.losses import compute_loss
+    from cbl.diagnostics import embedding_diagnostics
     from cbl.metrics import compute_eer
     from cbl.model import build_model, param_groups
 
@@ -296,6 +297,8 @@ def fit(
     if resume_from is None and centers is not None:
         # initial centers: one pass over a capped, fixed sample of bonafide training audio
         centers.fit(_embed(model, _init_loader(train_records, config, cache), config, device)["embedding"])
+    refit_loader = _init_loader(train_records, config, cache, config.centers.refit_max_utterances) \
+        if centers is not None and config.centers.method == "kmeans" else None
 
     accum = config.optim.grad_accum
     for epoch in range(start_epoch, config.train.epochs):
@@ -308,7 +311,6 @@ def fit(
         steps_per_epoch = max(1, math.ceil(batches / accum))
         model.train()
         sums = {"loss": 0.0, "attraction": 0.0, "repulsion": 0.0, "ce": 0.0}
-        collected: list[torch.Tensor] = []
         optimizer.zero_grad(set_to_none=True)
         iterator = loader
         if progress:
@@ -346,18 +348,14 @@ def fit(
             sums["attraction"] += float(parts.attraction.detach()) * n
             sums["repulsion"] += float(parts.repulsion.detach()) * n
             sums["ce"] += float(parts.ce.detach()) * n
-            if centers is not None:
+            if centers is not None and config.centers.method == "online":
                 bona = out.embedding.detach()[labels == 1].float()
                 if bona.numel():
-                    collected.append(bona.cpu())
-                    if config.centers.method == "online":
-                        centers.update_step(bona.cpu())
+                    centers.update_step(bona.cpu())
         train_seconds = time.monotonic() - started
 
-        # ---- refresh centers from this epoch's own bonafide embeddings
-        if centers is not None and config.centers.method == "kmeans" and collected \
-                and (epoch + 1) % config.centers.refresh_every == 0:
-            centers.refresh(torch.cat(collected))
+        # ---- refit the centers: an eval-mode pass with the end-of-epoch weights over the fixed bonafide sample
+        refit = _refit_centers(model, refit_loader, centers, config, device, epoch)
 
         # ---- dev
         dev = _embed(model, dev_loader, config, device)
@@ -375,10 +373,9 @@ def fit(
             **{("lr" if g.get("name") == "ssl" else "head_lr"): g["lr"] for g in optimizer.param_groups},
             "epoch_seconds": time.monotonic() - started,
             "train_seconds": train_seconds,
+            **refit,
+            **embedding_diagnostics(dev["embedding"], dev["label"], centers),
         }
-        if centers is not None:
-            stats = cluster_stats(centers.centers, dev["embedding"][dev["label"] == 1], dev["embedding"][dev["label"] == 0])
-            metrics.update({f"cluster_{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
 
         # ---- checkpoint
         improved = dev_eer < best_eer
@@ -413,19 +410,42 @@ def fit(
     return FitResult(best_dev_eer=best_eer, best_epoch=best_epoch, epochs_run=config.train.epochs, run_dir=run_dir)
 
 
-def _init_loader(train_records, config: ExperimentConfig, cache: "_FeatureSource | None"):
-    """The initial center pass's loader: a capped, seeded sample of bonafide training utterances.
+def _refit_centers(model, loader, centers, config: ExperimentConfig, device: torch.device, epoch: int) -> dict[str, Any]:
+    """Refit k-means centers on eval-mode embeddings of the fixed bonafide sample; the refit's metrics.
+
+    Dev is scored in eval mode with the end-of-epoch weights, so the centers are
+    fitted on embeddings made the same way (not on the train-mode embeddings of
+    the epoch's own batches: dropout, augmentation and weights changing under
+    them). Runs every ``centers.refresh_every`` epochs from epoch
+    ``centers.warmup_epochs + 1`` on; {} for online centers and ce_only.
+    """
+    if loader is None or centers is None:
+        return {}
+    if (epoch + 1) % config.centers.refresh_every or epoch < config.centers.warmup_epochs:
+        return {"centers_refit": 0}
+    started = time.monotonic()
+    centers.refresh(_embed(model, loader, config, device)["embedding"])
+    info = centers.last_refit
+    return {"centers_refit": 1, "refit_seconds": time.monotonic() - started, "centers_reseeded": info.reseeded,
+            "centers_min_cosine_to_previous": info.min_cosine_to_previous}
+
+
+def _init_loader(train_records, config: ExperimentConfig, cache: "_FeatureSource | None", cap: int | None = None):
+    """The center passes' loader: a capped, seeded sample of bonafide training utterances (eval mode, no shuffling).
 
     Full utterances; with ``data.train_crop: fixed`` the training crops themselves
     (what every epoch then trains on, and what the feature cache holds), with
-    RawBoost copies copy 0 of them.
+    RawBoost copies copy 0 of them. ``cap`` (default ``centers.init_max_utterances``)
+    takes the first ``cap`` of one seeded permutation, so the refit sample and the
+    initial sample are nested, and the same every epoch.
     """
     from torch.utils.data import DataLoader, Subset
 
     from cbl.data import LengthBucketSampler, TrainDataset, collate, make_eval_loader
 
     bonafide = [i for i, r in enumerate(train_records) if r.label == 1]
-    sample = np.random.default_rng(config.centers.seed).permutation(len(bonafide))[: config.centers.init_max_utterances]
+    cap = config.centers.init_max_utterances if cap is None else cap
+    sample = np.random.default_rng(config.centers.seed).permutation(len(bonafide))[:cap]
     chosen = [bonafide[i] for i in sorted(sample)]
     if config.data.train_crop == "random":
         return make_eval_loader([train_records[i] for i in chosen], config.data, batch_size=config.train.eval_batch_size)
