@@ -115,6 +115,7 @@ class RefitInfo:
     dead_after: int = 0  # centers still holding no embedding of the refit sample afterwards
     min_cosine_to_previous: float = 1.0  # the farthest any matched center moved (cosine to its old self)
     permuted: bool = False  # k-means returned the clusters in another order (the matching undid it)
+    trimmed: int = 0  # embeddings left out: at most min_similarity from every center
 
 
 class BonafideCenters:
@@ -215,28 +216,46 @@ class KMeansCenters(BonafideCenters):
 
     method = "kmeans"
 
-    def __init__(self, num_clusters: int, dim: int, seed: int = 0) -> None:
+    def __init__(self, num_clusters: int, dim: int, seed: int = 0, step: float = 1.0) -> None:
         super().__init__(num_clusters, dim, seed)
+        if not 0.0 < step <= 1.0:
+            raise ConfigError(f"key 'centers.refit_step' is {step!r}, but must be in (0, 1]")
+        self.step = step
         self.last_refit = RefitInfo()
 
-    def refresh(self, embeddings: Any) -> Tensor:
-        """Refit on (N, D) bonafide embeddings (see the module docstring); fits from scratch if never fitted."""
+    def refresh(self, embeddings: Any, min_similarity: float | None = None) -> Tensor:
+        """Refit on (N, D) bonafide embeddings (see the module docstring); fits from scratch if never fitted.
+
+        ``min_similarity``: leave out the embeddings whose cosine to every current
+        center is at most this (bonafide the centers already treat as spoofs), unless
+        fewer than K would remain.
+        """
         if self.centers is None:
             return self.fit(embeddings)
         points = _as_unit_float(embeddings, "bonafide embeddings").to(self.device)
         previous = self.centers
+        trimmed = 0
+        if min_similarity is not None:
+            inside = (points @ previous.T).max(dim=1).values > min_similarity
+            if int(inside.sum()) >= self.num_clusters:
+                trimmed = int((~inside).sum())
+                points = points[inside]
         start, reseeded = reseed_dead_centers(previous, points)
         if reseeded:
             logger.info("k-means centers: re-seeded %d dead center(s) %s", len(reseeded), reseeded)
         fitted = self._kmeans(points, init=start)
         order = match_centers(fitted, previous)
-        self.centers = fitted[order.to(fitted.device)]
+        matched = fitted[order.to(fitted.device)]
+        if self.step < 1.0:  # every center moves part of the way to its match (a re-seeded one toward its new seed)
+            matched = F.normalize((1.0 - self.step) * previous + self.step * matched, dim=-1)
+        self.centers = matched
         counts = torch.bincount((points @ self.centers.T).argmax(dim=1), minlength=self.num_clusters)
         self.last_refit = RefitInfo(
             reseeded=len(reseeded),
             dead_after=int((counts == 0).sum()),
             min_cosine_to_previous=float((self.centers * previous).sum(dim=1).min()),
             permuted=bool((order != torch.arange(self.num_clusters)).any()),
+            trimmed=trimmed,
         )
         return self.centers
 
@@ -334,7 +353,7 @@ class OnlineCenters(BonafideCenters):
 def build_centers(centers_config: CentersConfig, num_clusters: int, dim: int) -> BonafideCenters:
     """``centers.method`` -> KMeansCenters or OnlineCenters with K=num_clusters (loss.num_clusters), D=dim."""
     if centers_config.method == "kmeans":
-        return KMeansCenters(num_clusters, dim, seed=centers_config.seed)
+        return KMeansCenters(num_clusters, dim, seed=centers_config.seed, step=centers_config.refit_step)
     if centers_config.method == "online":
         return OnlineCenters(num_clusters, dim, seed=centers_config.seed, momentum=centers_config.ema_momentum)
     raise ConfigError(

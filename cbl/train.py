@@ -310,7 +310,7 @@ def fit(
         batches = len(loader) if not config.train.max_steps_per_epoch else min(len(loader), config.train.max_steps_per_epoch)
         steps_per_epoch = max(1, math.ceil(batches / accum))
         model.train()
-        sums = {"loss": 0.0, "attraction": 0.0, "repulsion": 0.0, "ce": 0.0}
+        sums = {"loss": 0.0, "attraction": 0.0, "repulsion": 0.0, "ce": 0.0, "spread": 0.0}
         optimizer.zero_grad(set_to_none=True)
         iterator = loader
         if progress:
@@ -348,6 +348,7 @@ def fit(
             sums["attraction"] += float(parts.attraction.detach()) * n
             sums["repulsion"] += float(parts.repulsion.detach()) * n
             sums["ce"] += float(parts.ce.detach()) * n
+            sums["spread"] += float(parts.spread.detach()) * n
             if centers is not None and config.centers.method == "online":
                 bona = out.embedding.detach()[labels == 1].float()
                 if bona.numel():
@@ -424,10 +425,11 @@ def _refit_centers(model, loader, centers, config: ExperimentConfig, device: tor
     if (epoch + 1) % config.centers.refresh_every or epoch < config.centers.warmup_epochs:
         return {"centers_refit": 0}
     started = time.monotonic()
-    centers.refresh(_embed(model, loader, config, device)["embedding"])
+    trim = config.loss.margin if config.centers.refit_trim else None
+    centers.refresh(_embed(model, loader, config, device)["embedding"], min_similarity=trim)
     info = centers.last_refit
     return {"centers_refit": 1, "refit_seconds": time.monotonic() - started, "centers_reseeded": info.reseeded,
-            "centers_min_cosine_to_previous": info.min_cosine_to_previous}
+            "centers_trimmed": info.trimmed, "centers_min_cosine_to_previous": info.min_cosine_to_previous}
 
 
 def _init_loader(train_records, config: ExperimentConfig, cache: "_FeatureSource | None", cap: int | None = None):

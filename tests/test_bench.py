@@ -49,6 +49,9 @@ def check_result(path: Path, output: str, names: list[str]) -> list[dict]:
         if row["ratio"] is None:  # a size, or a memory growth too small to see at this size: no target
             assert row["target"] == "report" and (0 in (row["a"], row["b"]) or row["b"] is None), row
             continue
+        if row["id"] in ("5a", "5b") and math.isinf(row["ratio"]):  # the replayed search never got there: endless
+            assert row["met"] is False and "counts as endless" in row["note"], row
+            continue
         assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
         assert row["met"] in (True, False, None)
         assert (row["met"] is None) == (row["target"] == "report")

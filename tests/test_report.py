@@ -27,7 +27,7 @@ from cbl.space import Param
 from cbl.sweep_store import TrialInfo, write_sweep, write_trial_state
 
 TINY_SETS = [
-    "data.demo_utterances=40",
+    "data.demo_utterances=50",
     "data.demo_seconds=0.5",
     "data.max_len=8000",
     "data.eval_window=8000",
@@ -293,7 +293,7 @@ def test_report_reuses_the_final_eval_scores_of_the_best_checkpoint(experiment, 
     final = final_evaluation(experiment, echo=lambda line: None)
     lines: list[str] = []
     files = build_report(experiment, tmp_path / "with_final", max_points=30, echo=lines.append)
-    assert not any(f"scoring the eval split (40 utterances) with trial {final.trial_id}" in line for line in lines)
+    assert not any(f"scoring the eval split (50 utterances) with trial {final.trial_id}" in line for line in lines)
     markdown = files.markdown.read_text()
     assert f"`{final.score_files[0]}`" in markdown
     best_row = next(row for row in _table(markdown, "role") if row[0] == "best trial")
