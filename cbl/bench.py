@@ -390,6 +390,83 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+# --------------------------------------------------------------------------- 4r. the eval-mode refit pass
+# ASVspoof 2019 LA: training and dev utterances, and the refit cap (centers.refit_max_utterances)
+_LA_TRAIN, _LA_DEV = 25380, 24844
+
+
+def measure_refit_cost(ctx: BenchContext) -> list[Row]:
+    """The centers' eval-mode refit pass per epoch: its share of a demo epoch, and an estimate for XLS-R on LA.
+
+    Demo: one cluster_only run at the default cap (every bonafide training
+    utterance of the demo), ``refit_seconds`` / ``epoch_seconds`` per epoch, median.
+    XLS-R: the per-utterance times of a training step (forward + backward, feature
+    encoder frozen, train mode) and of an eval-mode forward, measured side by side
+    on a random-weight XLS-R 300M (4-s crops), give the share of an ASVspoof 2019 LA
+    epoch (25,380 training steps + 24,844 dev forwards) that ``cap`` refit
+    forwards take. Same-device ratios; on a GPU the absolute times differ, the
+    train/inference ratio of the same network much less.
+    """
+    from cbl.config import CentersConfig
+    from cbl.train import fit, read_history
+
+    ctx.echo("  [4r] a cluster_only demo run, refit every epoch")
+    config = demo_config(ctx, **{"loss.type": "cluster_only", "centers.refresh_every": 1})
+    with tempfile.TemporaryDirectory(dir=ctx.work_dir) as run_dir:
+        fit(config, None, run_dir)
+        history = read_history(run_dir)[1:] or read_history(run_dir)
+    refit = statistics.median(float(h["refit_seconds"]) for h in history)
+    epoch = statistics.median(float(h["epoch_seconds"]) for h in history)
+    rows = [Row("4r", f"eval-mode refit pass vs the whole epoch (train + refit + dev), demo, cap "
+                f"{config.centers.refit_max_utterances}", "refit", refit, "epoch", epoch, "s", "ratio <= 0.10",
+                refit / epoch <= 0.10, note=f"median of {len(history)} epochs")]
+    if ctx.sizes.name == "tiny":
+        return rows
+    cap = CentersConfig().refit_max_utterances
+    train_step, forward = _xlsr_seconds_per_utterance(ctx)
+    share = cap * forward / (_LA_TRAIN * train_step + _LA_DEV * forward + cap * forward)
+    rows.append(Row("4r.xlsr", f"the same for XLS-R 300M on ASVspoof 2019 LA train (estimate: {cap} refit "
+                    f"forwards vs {_LA_TRAIN:,} training steps + {_LA_DEV:,} dev forwards)", "refit",
+                    cap * forward, "epoch", _LA_TRAIN * train_step + _LA_DEV * forward + cap * forward, "s",
+                    "ratio <= 0.10", share <= 0.10,
+                    note=f"per 4-s utterance on this {ctx.device.upper()}: training step {train_step:.2f} s, "
+                    f"eval forward {forward:.2f} s ({train_step / forward:.1f}x); random weights, batch 1"))
+    return rows
+
+
+def _xlsr_seconds_per_utterance(ctx: BenchContext, repeats: int = 3) -> tuple[float, float]:
+    """(training step, eval forward) seconds per 4-s utterance of a random XLS-R-300M-sized wav2vec2, medians."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    ctx.echo("  [4r] XLS-R 300M-sized model (random weights): training step vs eval forward")
+    # facebook/wav2vec2-xls-r-300m's architecture (its config.json): 24 layers of 1024, layer-norm conv stack
+    config = Wav2Vec2Config(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
+                            conv_dim=(512,) * 7, feat_extract_norm="layer", do_stable_layer_norm=True,
+                            conv_bias=True, layerdrop=0.1, mask_time_prob=0.05)
+    model = Wav2Vec2Model(config).to(ctx.device)
+    model.freeze_feature_encoder()
+    audio = torch.randn(1, 64600, device=ctx.device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    times: dict[str, list[float]] = {"train": [], "eval": []}
+    for repeat in range(repeats + 1):  # the first round warms up
+        model.train()
+        started = time.perf_counter()
+        model(audio).last_hidden_state.mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        train_time = time.perf_counter() - started
+        model.eval()
+        started = time.perf_counter()
+        with torch.no_grad():
+            model(audio)
+        eval_time = time.perf_counter() - started
+        if repeat:
+            times["train"].append(train_time)
+            times["eval"].append(eval_time)
+    return statistics.median(times["train"]), statistics.median(times["eval"])
+
+
 # --------------------------------------------------------------------------- 4. center refresh
 def measure_center_refresh(ctx: BenchContext) -> list[Row]:
     """Seconds per k-means refresh (warm start, K=20, D=256) as bonafide embeddings grow; first fit beside it."""
@@ -825,6 +902,7 @@ MEASUREMENTS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "ray_trial": measure_ray_trial,  # 2
     "data_loading": measure_data_loading,  # 3
     "center_refresh": measure_center_refresh,  # 4
+    "refit_cost": measure_refit_cost,  # 4r
     "search_efficiency": measure_search_efficiency,  # 5
     "eval_throughput": measure_eval_throughput,  # 6
     "memory": measure_memory,  # 7

@@ -321,7 +321,7 @@ def report_command(experiment_dir: Path, out_dir: Path | None, max_points: int, 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="JSON file for the numbers (default: cbl_runs/bench-<time>.json).")
 @click.option("--only", default=None, metavar="NAME,...",
-              help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, "
+              help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, refit_cost, "
                    "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep.")
 @click.option("--size", "size_name", type=click.Choice(["tiny", "quick", "full"]), default=None, hidden=True)
 def bench_command(quick: bool, out: Path | None, only: str | None, size_name: str | None) -> None:

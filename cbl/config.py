@@ -112,7 +112,7 @@ class LossConfig:
     # weight of the spoof repulsion term (the seed's 1.0 halved). While the model does not yet tell the classes
     # apart, moving every embedding away from the centers together gains alpha * K^(1/p) per unit of distance
     # in repulsion and costs ~1 in attraction (both are linear in the distance, cbl/losses.py): below
-    # 1 / K^(1/p) (0.79 at K = 10, T = 0.1) that move never pays, so the loss can only fall by separating
+    # 1 / K^(1/p) (0.81 at K = 10, T = 0.1) that move never pays, so the loss can only fall by separating
     alpha: float = 0.5
     margin: float = 0.2  # spoofs are pushed until cos(z, c) <= margin for every center (hinge on the distance)
     # bonafide pull: "margin" = relu(bonafide_margin - cos) (OC-Softmax's m_real 0.9: a bonafide close enough to

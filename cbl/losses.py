@@ -46,7 +46,7 @@ k-means centers refit every epoch) collapsed; the numbers are measured there
   the next refit put the centers back among them, and the chase repeated every
   epoch (the batch's mean pairwise cosine went from 0.96 to 1.00: one point, best
   dev EER 43%). With ``distance`` the attraction's slope is ~1 beyond e,
-  so for alpha * K^(1/p) < 1 (alpha < 0.79 at K = 10, T = 0.1) the joint move
+  so for alpha * K^(1/p) < 1 (alpha < 0.81 at K = 10, T = 0.1) the joint move
   never pays and the loss can only fall by separating spoofs from bonafide
   (measured: bonafide stayed at cos 0.92-1.00 of their centers through the epoch
   while spoofs left). Hence the default alpha 0.5 and the searched range

@@ -23,7 +23,7 @@ from cbl.cli import cli
 from cbl.errors import UsageError
 
 # everything but the Ray sweep (ray_trial, memory: see the slow test below)
-FAST = "cluster_loss,data_loading,center_refresh,search_efficiency,eval_throughput,feature_cache"
+FAST = "cluster_loss,data_loading,center_refresh,refit_cost,search_efficiency,eval_throughput,feature_cache"
 ROW_KEYS = {"id", "what", "a_label", "a", "b_label", "b", "unit", "target", "met", "note", "ratio"}
 
 

@@ -2,7 +2,8 @@
 
 Reads only what the sweep left on disk (cbl.sweep_store), so it runs without Ray
 and while a sweep is still going. Sections: results, per-value marginals,
-importance, learning curves, then the best trial and its counterpart (the best
+importance, learning curves, embedding diagnostics per trial and epoch (empty
+centers, center sizes, similarities to the nearest center, spread), then the best trial and its counterpart (the best
 ``ce_only`` trial, or the best cluster-loss trial when ``ce_only`` won) on the
 eval split: DET curves, per-attack EER with seen/unseen attacks, and a 2-D
 projection of dev embeddings (also sent to TensorBoard's projector).
@@ -22,8 +23,8 @@ from cbl.errors import CblError
 from cbl.report import figures
 from cbl.report.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
 from cbl.report.models import ModelView, analyse_trial, eer_or_nan, loss_type, write_projector
-from cbl.report.tables import (format_eer, format_value, importance_table, marginal_rows, marginal_table,
-                               param_importance, rank_trials, results_table, searched_keys)
+from cbl.report.tables import (diagnostics_table, format_eer, format_value, importance_table, marginal_rows,
+                               marginal_table, param_importance, rank_trials, results_table, searched_keys)
 from cbl.space import Param, parse_search_space
 from cbl.sweep_store import TrialInfo, best_trial, read_sweep, read_trials, require_experiment
 from cbl.yamlio import atomic_write_bytes, atomic_write_text
@@ -170,6 +171,9 @@ def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None, 
     else:
         w.add(Paragraph("No trial has finished an epoch yet."))
 
+    # ---- embedding diagnostics
+    _diagnostics_section(w, ranked, keys, mode)
+
     # ---- models
     projector = None
     if models and best is not None:
@@ -185,6 +189,25 @@ def build_report(experiment_dir: str | Path, out_dir: str | Path | None = None, 
     md = atomic_write_text(out / "report.md", to_markdown(w.blocks))
     page = atomic_write_text(out / "report.html", to_html(w.blocks, f"cbl sweep report: {experiment_dir.name}"))
     return ReportFiles(md, page, w.figures, projector, warnings)
+
+
+def _diagnostics_section(w: _Writer, ranked: list[TrialInfo], keys: list[str], mode: str) -> None:
+    """How each trial's embedding sat at its last epoch, and per epoch (cbl.diagnostics)."""
+    table = diagnostics_table(ranked, keys, mode)
+    w.add(Heading(2, "Embedding diagnostics"))
+    if table is None:
+        w.add(Paragraph("No trial recorded embedding diagnostics (runs from before they existed)."))
+        return
+    w.add(Paragraph("At each trial's last epoch, on the dev split: centers holding no bonafide, the centers' sizes "
+                    "(by center id: a refit keeps each id on its cluster), the mean cosine of bonafide and of "
+                    "spoofs to the nearest center and their gap, and the spread of all dev embeddings (mean "
+                    "pairwise cosine, 1 = one point; effective rank, 1 = one direction). `collapsed`: what "
+                    "`train` and `run` warn about."), table)
+    curves = [(t.trial_id, [h["epoch"] for h in t.history], t.history) for t in ranked
+              if any("embedding_mean_cosine" in h for h in t.history)]
+    w.figure("diagnostics.png", figures.diagnostics_curves(curves), "embedding diagnostics per epoch",
+             "Solid: bonafide, dashed: spoofs; a healthy cluster loss keeps the solid line high, the dashed one "
+             "low and the spread below 1.")
 
 
 def _analyse(experiment_dir: Path, trials: list[TrialInfo], best: TrialInfo, mode: str, cache: Path,
@@ -265,6 +288,7 @@ def _embedding_section(w: _Writer, v: ModelView) -> None:
                                     title, (f"PC 1 ({100 * ratio[0]:.0f}% of variance)",
                                             f"PC 2 ({100 * ratio[1]:.0f}% of variance)"))
     w.figure(f"embeddings_{v.trial.trial_id}.png", png, f"dev embeddings of {v.trial.trial_id}",
-             f"{sample} dev utterances; the two components keep {100 * ratio.sum():.0f}% of the variance of the "
-             "unit-norm embeddings" + ("." if ratio.sum() >= 0.8 else
+             f"{sample} dev utterances; bonafide coloured by their nearest center, whose id (c0, c1, ...) is the "
+             "one of the per-center curves `cluster_size_c<k>` in TensorBoard and of the diagnostics table. The "
+             f"two components keep {100 * ratio.sum():.0f}% of the variance of the unit-norm embeddings" + ("." if ratio.sum() >= 0.8 else
                                        ", so distances here are only a rough view of cosine distances."))

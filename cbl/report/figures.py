@@ -19,7 +19,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-__all__ = ["learning_curves", "importance_bars", "det_curves", "attack_bars", "embedding_scatter"]
+__all__ = ["learning_curves", "importance_bars", "diagnostics_curves", "det_curves", "attack_bars",
+           "embedding_scatter"]
 
 _DPI = 100
 # line style and end marker per trial state: an early-stopped trial must look cut, not finished
@@ -107,6 +108,46 @@ def importance_bars(importance: dict[str, float], trials: int) -> bytes:
     ax.set_ylabel("parameter")
     ax.set_title("Hyperparameter importance for dev EER")
     ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def diagnostics_curves(curves: Sequence[tuple[str, list[int], list[dict[str, Any]]]]) -> bytes:
+    """Per-epoch embedding diagnostics of each trial: similarities to the nearest center, spread, empty centers.
+
+    curves: (label, epochs, that trial's per-epoch metrics). Left: mean cosine of
+    dev bonafide (solid) and spoof (dashed) to the nearest center; middle: mean
+    pairwise cosine of all dev embeddings (1 = collapsed onto one point); right:
+    centers holding no dev bonafide. Trials without centers (ce_only) appear in
+    the middle panel only.
+    """
+    fig = Figure(figsize=(15, 4.8))
+    similarity, spread, empty = fig.subplots(1, 3)
+    for (label, epochs, metrics), colour in zip(curves, _colours(len(curves))):
+        series = lambda key: [m.get(key, math.nan) for m in metrics]  # noqa: E731
+        if any("cluster_bonafide_similarity" in m for m in metrics):
+            similarity.plot(epochs, series("cluster_bonafide_similarity"), color=colour, marker="o", markersize=3,
+                            label=label)
+            similarity.plot(epochs, series("cluster_spoof_similarity"), color=colour, linestyle="--", marker="x",
+                            markersize=4)
+            empty.plot(epochs, series("cluster_empty_clusters"), color=colour, marker="o", markersize=3)
+        spread.plot(epochs, series("embedding_mean_cosine"), color=colour, marker="o", markersize=3, label=label)
+    similarity.set_title("Similarity to the nearest center (dev)")
+    similarity.set_ylabel("mean cosine")
+    handles = [Line2D([], [], color="0.3", marker="o", label="bonafide"),
+               Line2D([], [], color="0.3", linestyle="--", marker="x", label="spoof")]
+    _keep(similarity, similarity.legend(handles=handles, fontsize=8, loc="lower left"))
+    spread.set_title("Spread: mean pairwise cosine (dev)")
+    spread.set_ylabel("mean pairwise cosine (1 = one point)")
+    spread.set_ylim(-0.05, 1.05)
+    empty.set_title("Centers holding no dev bonafide")
+    empty.set_ylabel("empty centers")
+    empty.yaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (similarity, spread, empty):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    spread.legend(title="trial", fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(2.25, 1.0),
+                  ncol=1 if len(curves) <= 16 else 2)
     return _png(fig)
 
 

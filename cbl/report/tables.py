@@ -17,7 +17,8 @@ from cbl.report.document import Table
 from cbl.space import Param
 from cbl.sweep_store import TrialInfo
 
-__all__ = ["format_eer", "format_value", "searched_keys", "rank_trials", "results_table", "MarginalRow",
+__all__ = ["diagnostics_table", "format_eer", "format_value", "searched_keys", "rank_trials", "results_table",
+           "MarginalRow",
            "marginal_rows", "marginal_table", "Importance", "param_importance", "importance_table"]
 
 # A continuous parameter is shown per bin: a table row per sampled learning rate says nothing.
@@ -221,3 +222,33 @@ def param_importance(trials: Sequence[TrialInfo], keys: Sequence[str], params: d
 def importance_table(importance: Importance) -> Table:
     return Table(["parameter", "importance"],
                  [[k, f"{v:.3f}"] for k, v in sorted(importance.values.items(), key=lambda kv: -kv[1])], right=(1,))
+
+
+def diagnostics_table(trials: Sequence[TrialInfo], keys: Sequence[str], mode: str = "min") -> Table | None:
+    """The last epoch's embedding diagnostics of every trial (see :mod:`cbl.diagnostics`), or None if none has any.
+
+    Columns: empty centers of K, the centers' sizes (dev bonafide nearest to each
+    center, by center id), mean cosine of dev bonafide and spoof to the nearest
+    center and their gap, the dev embeddings' mean pairwise cosine and effective rank.
+    """
+    from cbl.diagnostics import collapse_reasons
+
+    rows = []
+    for t in rank_trials(trials, mode):
+        last = t.history[-1] if t.history else {}
+        if "embedding_mean_cosine" not in last:
+            continue
+        sizes = last.get("cluster_sizes")
+        number = lambda key, digits=2: (f"{last[key]:.{digits}f}" if isinstance(last.get(key), float)  # noqa: E731
+                                        else "-")
+        rows.append([t.trial_id, str(last.get("epoch", "-")),
+                     f"{last['cluster_empty_clusters']}/{len(sizes)}" if isinstance(sizes, list) else "-",
+                     " ".join(str(n) for n in sizes) if isinstance(sizes, list) else "-",
+                     number("cluster_bonafide_similarity"), number("cluster_spoof_similarity"),
+                     number("cluster_similarity_gap"), number("embedding_mean_cosine"),
+                     number("embedding_effective_rank", 1), "yes" if collapse_reasons(last) else "no"])
+    if not rows:
+        return None
+    return Table(["trial", "epoch", "empty centers", "center sizes (c0, c1, ...)", "bonafide sim", "spoof sim",
+                  "gap", "mean cos", "effective rank", "collapsed"], rows, right=(1, 4, 5, 6, 7, 8))
+
