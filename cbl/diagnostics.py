@@ -116,13 +116,13 @@ def collapse_warning(metrics: Mapping[str, Any], config: Any = None) -> str | No
     reasons = collapse_reasons(metrics)
     if not reasons:
         return None
-    advice = "lower loss.alpha or the learning rates (optim.lr, optim.head_lr)"
+    advice = "lower the learning rates (optim.lr, optim.head_lr) or add optim.warmup_epochs"
     loss = getattr(config, "loss", None)
     if loss is not None and getattr(loss, "type", "") != "ce_only":
-        if getattr(loss, "attraction", "margin") == "to_center":
-            advice = "use loss.attraction=margin (the default), " + advice
-        else:
-            advice = advice + ", or raise centers.warmup_epochs"
+        advice = "lower loss.alpha (stable below ~0.8), centers.refit_step or the learning rates (optim.lr, " \
+                 "optim.head_lr)"
+        if getattr(loss, "attraction", "distance") != "distance" or not getattr(loss, "spread_weight", 1.0):
+            advice = "use loss.attraction=distance and loss.spread_weight=1 (the defaults), or " + advice
     return (f"warning: the embedding collapsed by epoch {metrics.get('epoch', '?')} ({'; '.join(reasons)}): "
             f"{advice}")
 

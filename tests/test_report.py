@@ -9,6 +9,7 @@ them cut after its first epoch as ASHA would.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import re
@@ -314,3 +315,15 @@ def test_report_shows_the_embedding_diagnostics_of_every_trial(report, experimen
             assert row[4] == f"{last['cluster_bonafide_similarity']:.2f}"
         else:
             assert row[2:7] == ["-"] * 5
+
+
+def test_ablation_panels_draw_one_panel_per_parameter():
+    from matplotlib.image import imread
+
+    from cbl.report.figures import ablation_panels
+
+    one = ablation_panels([("loss.num_clusters", [("5", 0.05, 0.06), ("10", 0.04, 0.05)])], "K")
+    three = ablation_panels([("a", [("x", 0.1, 0.2)]), ("b", [("y", 0.1, 0.2)]), ("c", [("z", 0.3, 0.3)])], "three")
+    assert one[:4] == three[:4] == b"\x89PNG"
+    widths = [imread(io.BytesIO(png)).shape[1] for png in (one, three)]
+    assert widths[1] > 2 * widths[0]  # side by side

@@ -42,8 +42,8 @@ wav2vec2, 6 epochs, single runs): ce_only best dev EER 7.5%, cluster_only 9.4%;
 A01 is the hardest seen attack (~15%), A06 the hardest unseen one (~20%).
 
 Bonafide is 40% of each split (ASVspoof has ~10%) and there are 900 utterances
-per split, so the dev EER's 95% bootstrap interval is about +-2 points at the
-demo's typical EER. Every utterance, bonafide or spoof, is normalised to a random
+per split, so the dev EER's 95% bootstrap interval is within +-1.6 points at
+the demo's typical EER (4-6%). Every utterance, bonafide or spoof, is normalised to a random
 level in the same range and gets its channel's noise floor, so loudness alone
 does not tell the classes apart. Speakers are disjoint between splits, as in
 ASVspoof. Generation is deterministic: each utterance has its own
@@ -150,11 +150,11 @@ def _mel_round_trip(bands: int, sample_rate: int) -> np.ndarray:
 
 
 def _stft_random_phase(x: np.ndarray, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
-    """A01: phase reconstruction from a 20-band mel spectrogram (Griffin-Lim's starting point): the
+    """A01: phase reconstruction from a 12-band mel spectrogram (Griffin-Lim's starting point): the
     magnitude is smoothed across frequency (harmonics above ~1.5 kHz smeared into a band) and the phase
     drawn at random: the smeared, phasey sound of early neural TTS without a neural vocoder."""
     spec = _stft(x)
-    magnitude = np.maximum(np.abs(spec) @ _mel_round_trip(20, sample_rate).T, 0.0)
+    magnitude = np.maximum(np.abs(spec) @ _mel_round_trip(12, sample_rate).T, 0.0)
     return _istft(magnitude * _random_phasors(rng, spec.shape), x.shape[0])
 
 

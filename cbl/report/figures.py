@@ -19,8 +19,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 
-__all__ = ["learning_curves", "importance_bars", "diagnostics_curves", "det_curves", "attack_bars",
-           "embedding_scatter"]
+__all__ = ["learning_curves", "importance_bars", "diagnostics_curves", "ablation_panels", "det_curves",
+           "attack_bars", "embedding_scatter"]
 
 _DPI = 100
 # line style and end marker per trial state: an early-stopped trial must look cut, not finished
@@ -148,6 +148,32 @@ def diagnostics_curves(curves: Sequence[tuple[str, list[int], list[dict[str, Any
         ax.grid(alpha=0.3)
     spread.legend(title="trial", fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(2.25, 1.0),
                   ncol=1 if len(curves) <= 16 else 2)
+    return _png(fig)
+
+
+def ablation_panels(panels: Sequence[tuple[str, Sequence[tuple[str, float, float]]]], title: str) -> bytes:
+    """One panel per single-parameter ablation: best and last-epoch dev EER for each value.
+
+    panels: (parameter, [(value label, best dev EER, last-epoch dev EER), ...]), EERs in [0, 1].
+    """
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 4.6))
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for ax, (parameter, values) in zip(axes, panels):
+        x = np.arange(len(values))
+        best = [100 * b for _, b, _ in values]
+        last = [100 * last for _, _, last in values]
+        bars = ax.bar(x - 0.2, best, 0.4, color="tab:blue", edgecolor="black", linewidth=0.5, label="best epoch")
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in best], fontsize=8, padding=1)
+        bars = ax.bar(x + 0.2, last, 0.4, color="tab:orange", edgecolor="black", linewidth=0.5, label="last epoch")
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in last], fontsize=8, padding=1)
+        ax.set_xticks(x, [label for label, _, _ in values], fontsize=9)
+        ax.set_xlabel(parameter)
+        ax.set_ylabel("dev EER [%]")
+        ax.margins(y=0.18)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(parameter, fontsize=10)
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=11)
     return _png(fig)
 
 
