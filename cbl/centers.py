@@ -9,11 +9,16 @@ Two ways to keep them current:
   sample of bonafide training audio, see :mod:`cbl.train`): first every center
   that no embedding is nearest to is re-seeded on the bonafide embedding farthest
   from every center (:func:`reseed_dead_centers`), then k-means warm-starts from
-  those centers (``init=previous, n_init=1``), and finally the new centers are
-  matched one to one to the previous ones by the Hungarian assignment on cosine
+  those centers (``init=previous, n_init=1``), the new centers are matched one to
+  one to the previous ones by the Hungarian assignment on cosine
   (:func:`match_centers`), so center k stays "the same cluster" from epoch to
-  epoch whatever order k-means returns them in: per-center statistics, TensorBoard
-  curves and the report's colours follow one cluster.
+  epoch whatever order k-means returns them in (per-center statistics, TensorBoard
+  curves and the report's colours follow one cluster), and each center moves a
+  fraction ``step`` of the way to its match (``centers.refit_step``, 0.2: on the
+  demo, full jumps every epoch put the centers among the spoofs). ``refresh(...,
+  min_similarity=m)`` leaves out bonafide embeddings within cosine m of no center
+  (the training loop passes the spoof margin: bonafide the centers already treat
+  as spoofs should not drag a center among the spoofs).
 * ``online`` (:class:`OnlineCenters`): initialised by the same k-means, then an
   exponential moving average per training step; a center that receives no
   bonafide sample for ``dead_after_steps`` steps is re-seeded from the bonafide

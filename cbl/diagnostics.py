@@ -95,7 +95,14 @@ def embedding_diagnostics(embeddings: Any, labels: Any, centers: Any = None) -> 
 
 
 def collapse_reasons(metrics: Mapping[str, Any]) -> list[str]:
-    """What in one epoch's metrics says the embedding collapsed (empty list: it did not)."""
+    """What in one epoch's metrics says the embedding collapsed (empty list: it did not).
+
+    A collapse is a spread gone (mean pairwise cosine >= 0.95) or centers that no
+    longer tell the classes apart (spoofs as close to them as bonafide, both >= 0.9).
+    Empty centers alone are not one: a center that the embeddings left early in a
+    run moves back a step per refit (``centers.refit_step``); more than half of them
+    empty is named beside a collapse.
+    """
     reasons = []
     cosine = metrics.get("embedding_mean_cosine")
     if isinstance(cosine, (int, float)) and cosine >= COLLAPSE_MEAN_COSINE:
@@ -106,7 +113,8 @@ def collapse_reasons(metrics: Mapping[str, Any]) -> list[str]:
         reasons.append(f"bonafide and spoof both at cosine {bonafide:.2f}/{spoof:.2f} to the nearest center")
     sizes = metrics.get("cluster_sizes")
     empty = metrics.get("cluster_empty_clusters")
-    if isinstance(sizes, list) and sizes and isinstance(empty, int) and empty > COLLAPSE_EMPTY_SHARE * len(sizes):
+    if reasons and isinstance(sizes, list) and sizes and isinstance(empty, int) \
+            and empty > COLLAPSE_EMPTY_SHARE * len(sizes):
         reasons.append(f"{empty} of {len(sizes)} centers empty")
     return reasons
 

@@ -21,7 +21,13 @@ difference vectors so that it is exact down to 0):
   center, T -> inf the sum. ``repulsion="nearest"`` keeps only the nearest center.
 
 * Spread, every embedding of the batch (``loss.spread_weight``, default 1):
-  ``relu(spread_target - sqrt(1 - |mean z|^2))``, see :func:`batch_spread_shortfall`.
+  ``relu(spread_target - sqrt(1 - |mean z|^2))``, see :func:`batch_spread_shortfall`;
+  with ``loss.bonafide_spread_target`` > 0 (off by default) the same hinge on the
+  batch's bonafide alone, so that they keep what tells their sub-populations apart
+  (measured on the demo at 0.6: bonafide mean pairwise cosine 0.41 instead of
+  0.90, speaker gender linearly decodable from them 81% instead of 59% (chance
+  52%), the recording channel hardly (44% vs 40%, chance 38%); best dev EER 7.8%
+  instead of 4.1%).
 
 ``cluster_only``: att + alpha * rep + spread_weight * spread. The seed's loss is
 ``loss.attraction=to_center loss.spread_weight=0 loss.alpha=1`` (with exact
@@ -169,7 +175,7 @@ class BonafideClusterLoss:
     def __init__(
         self, margin: float = 0.2, temperature: float = 0.1, repulsion: str = "all", alpha: float = 1.0,
         attraction: str = "distance", bonafide_margin: float = 0.9, spread_weight: float = 0.0,
-        spread_target: float = 0.5,
+        spread_target: float = 0.5, bonafide_spread_target: float = 0.0,
     ) -> None:
         if not -1.0 <= margin <= 1.0:
             raise ConfigError(f"key 'loss.margin' is {margin!r}, but must be in [-1, 1] (a cosine)")
@@ -194,6 +200,7 @@ class BonafideClusterLoss:
         self.bonafide_margin = bonafide_margin
         self.spread_weight = spread_weight
         self.spread_target = spread_target
+        self.bonafide_spread_target = bonafide_spread_target
 
     def __call__(self, embeddings: Tensor, centers: Tensor, labels: Tensor) -> ClusterLossParts:
         if centers.ndim != 2 or centers.shape[1] != embeddings.shape[-1]:
@@ -223,7 +230,11 @@ class BonafideClusterLoss:
             repulsion = repulsion_from_distances(distances, self.margin, self.temperature, self.repulsion).mean()
         else:
             repulsion = zero
-        spread = batch_spread_shortfall(z, self.spread_target) if self.spread_weight > 0 else zero
+        spread = zero
+        if self.spread_weight > 0:
+            spread = batch_spread_shortfall(z, self.spread_target)
+            if self.bonafide_spread_target > 0:
+                spread = spread + batch_spread_shortfall(z[bonafide], self.bonafide_spread_target)
         total = attraction + self.alpha * repulsion + self.spread_weight * spread
         return ClusterLossParts(total, attraction, repulsion, spread)
 
@@ -318,6 +329,7 @@ def compute_loss(
         cluster = BonafideClusterLoss(
             loss_config.margin, loss_config.temperature, loss_config.repulsion, loss_config.alpha,
             loss_config.attraction, loss_config.bonafide_margin, loss_config.spread_weight, loss_config.spread_target,
+            loss_config.bonafide_spread_target,
         )
         cluster_total, attraction, repulsion, spread = cluster(embedding, center_tensor, labels)
     if loss_config.type in ("ce_only", "combined"):

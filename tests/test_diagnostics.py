@@ -175,3 +175,10 @@ def test_status_table_shows_the_last_epochs_diagnostics_and_run_warns_once(tmp_p
     assert line is not None and "\n" not in line
     assert line.startswith("warning: 1 of 2 trials ended with a collapsed embedding (aaaa0002;")
     assert sweep_collapse_warning(trials[:1]) is None
+
+
+def test_empty_centers_alone_are_not_a_collapse() -> None:
+    early = {"epoch": 2, "embedding_mean_cosine": 0.65, "cluster_bonafide_similarity": 0.97,
+             "cluster_spoof_similarity": 0.59, "cluster_sizes": [30, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0, 5, 9],
+             "cluster_empty_clusters": 11}
+    assert collapse_reasons(early) == []

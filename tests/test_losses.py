@@ -304,3 +304,15 @@ def test_spread_term_is_zero_for_a_spread_batch_and_pushes_a_collapsed_one_apart
     stepped = F.normalize(z.detach() - 1e-5 * z.grad, dim=-1)
     assert batch_spread_shortfall(stepped, 0.5) < value  # descending spreads the batch
     assert batch_spread_shortfall(z[:1], 0.5).item() == 0.0
+
+
+def test_bonafide_spread_target_adds_the_hinge_on_the_bonafide_alone() -> None:
+    point = unit(1, 16, seed=28)
+    bonafide = F.normalize(point + 1e-3 * torch.randn(6, 16, generator=torch.Generator().manual_seed(29)), dim=-1)
+    spoofs = -torch.eye(16)[:6]  # spread: the whole batch is not collapsed
+    z, labels = torch.cat([bonafide, spoofs]), torch.tensor([1] * 6 + [0] * 6)
+    centers = point
+    off = BonafideClusterLoss(spread_weight=1.0)(z, centers, labels)
+    on = BonafideClusterLoss(spread_weight=1.0, bonafide_spread_target=0.6)(z, centers, labels)
+    assert off.spread.item() == 0.0
+    assert on.spread.item() == pytest.approx(0.6, abs=0.01)  # the bonafide sit on one point

@@ -292,3 +292,18 @@ def _embedding_section(w: _Writer, v: ModelView) -> None:
              "one of the per-center curves `cluster_size_c<k>` in TensorBoard and of the diagnostics table. The "
              f"two components keep {100 * ratio.sum():.0f}% of the variance of the unit-norm embeddings" + ("." if ratio.sum() >= 0.8 else
                                        ", so distances here are only a rough view of cosine distances."))
+    bonafide = v.dev_labels == 1
+    if v.centers is None or int(bonafide.sum()) < 3:
+        return
+    # the bonafide alone: the class axis no longer dominates, so the sub-populations the centers hold show
+    inner = PCA(n_components=2, random_state=0).fit(v.dev_embeddings[bonafide])
+    share = inner.explained_variance_ratio_
+    png = figures.embedding_scatter(inner.transform(v.dev_embeddings[bonafide]), v.dev_labels[bonafide],
+                                    [a for a, keep in zip(v.dev_attacks, bonafide) if keep],
+                                    v.nearest[bonafide], inner.transform(v.centers),
+                                    f"Dev bonafide and the {len(v.centers)} centers, {v.role} {v.trial.trial_id}, "
+                                    "PCA of the bonafide to 2-D",
+                                    (f"PC 1 ({100 * share[0]:.0f}% of the bonafide variance)",
+                                     f"PC 2 ({100 * share[1]:.0f}%)"))
+    w.figure(f"bonafide_clusters_{v.trial.trial_id}.png", png, f"dev bonafide clusters of {v.trial.trial_id}",
+             "The same bonafide with a projection fitted on them alone: the clusters the centers hold.")

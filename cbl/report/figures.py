@@ -301,8 +301,9 @@ def embedding_scatter(points: np.ndarray, labels: np.ndarray, attacks: Sequence[
     first = ax.legend(handles=bona_handles, title=bona_title, fontsize=8, title_fontsize=9, loc="upper left",
                       bbox_to_anchor=(1.01, 1.0), ncol=1 if len(bona_handles) <= 12 else 2)
     _keep(ax, first)
-    ax.legend(handles=spoof_handles, title="spoof, by attack", fontsize=8, title_fontsize=9, loc="lower left",
-              bbox_to_anchor=(1.01, 0.0), ncol=1 if len(spoof_handles) <= 12 else 2)
+    if spoof_handles:
+        ax.legend(handles=spoof_handles, title="spoof, by attack", fontsize=8, title_fontsize=9, loc="lower left",
+                  bbox_to_anchor=(1.01, 0.0), ncol=1 if len(spoof_handles) <= 12 else 2)
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.set_title(title, fontsize=11)
