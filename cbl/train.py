@@ -2,9 +2,10 @@
 
 The same code trains a single ``cbl-search train`` run and every trial of a
 sweep; only the reporter differs (console + TensorBoard, or ``tune.report``).
-Per epoch, in named phases: train (collecting detached bonafide embeddings on the
-way), refresh the centers from those embeddings (no extra pass), score dev,
-compute dev EER, checkpoint (last, and best by dev EER), report.
+Per epoch, in named phases: train, refit the centers (an eval-mode pass with the
+end-of-epoch weights over a fixed bonafide sample), score dev, compute dev EER and
+the embedding diagnostics (:mod:`cbl.diagnostics`), checkpoint (last, and best by
+dev EER), report.
 
 ``run_dir`` holds ``checkpoints/last.pt`` (and ``previous.pt``, the one before:
 the fallback when last.pt is found damaged), ``checkpoints/best.pt``,
