@@ -412,7 +412,8 @@ def fit(
     return FitResult(best_dev_eer=best_eer, best_epoch=best_epoch, epochs_run=config.train.epochs, run_dir=run_dir)
 
 
-def _refit_centers(model, loader, centers, config: ExperimentConfig, device: torch.device, epoch: int) -> dict[str, Any]:
+def _refit_centers(model, loader, centers, config: ExperimentConfig, device: torch.device,
+                   epoch: int) -> dict[str, Any]:
     """Refit k-means centers on eval-mode embeddings of the fixed bonafide sample; the refit's metrics.
 
     Dev is scored in eval mode with the end-of-epoch weights, so the centers are

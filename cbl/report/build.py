@@ -290,8 +290,8 @@ def _embedding_section(w: _Writer, v: ModelView) -> None:
     w.figure(f"embeddings_{v.trial.trial_id}.png", png, f"dev embeddings of {v.trial.trial_id}",
              f"{sample} dev utterances; bonafide coloured by their nearest center, whose id (c0, c1, ...) is the "
              "one of the per-center curves `cluster_size_c<k>` in TensorBoard and of the diagnostics table. The "
-             f"two components keep {100 * ratio.sum():.0f}% of the variance of the unit-norm embeddings" + ("." if ratio.sum() >= 0.8 else
-                                       ", so distances here are only a rough view of cosine distances."))
+             f"two components keep {100 * ratio.sum():.0f}% of the variance of the unit-norm embeddings"
+             + ("." if ratio.sum() >= 0.8 else ", so distances here are only a rough view of cosine distances."))
     bonafide = v.dev_labels == 1
     if v.centers is None or int(bonafide.sum()) < 3:
         return
