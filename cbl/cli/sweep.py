@@ -5,12 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from cbl.cli.options import asv_key_option, asv_scores_option, corpus_option, demo_option, set_option, split_choice
 from cbl.errors import CblError, UsageError
+
+if TYPE_CHECKING:  # annotations only: --help stays free of torch
+    from cbl.sweep.store import TrialInfo
 
 __all__ = [
     "COMMANDS",
@@ -61,6 +64,7 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
     click.echo(format_status_table(trials, total=total))
     _echo_cache(experiment_dir)
+    _echo_collapse(trials)
     if len(ended) < total:
         write_sweep(experiment_dir, {**sweep, "state": "interrupted"})
         click.echo(
@@ -264,6 +268,15 @@ def status_command(experiment_dir: Path) -> None:
     click.echo(f"experiment {experiment_dir.name}: {sweep.get('state', '?')}")
     click.echo(format_status_table(read_trials(experiment_dir), total=sweep.get("total_trials")))
     _echo_cache(experiment_dir)
+
+
+def _echo_collapse(trials: list[TrialInfo]) -> None:
+    """One warning line when trials of the sweep ended with a collapsed embedding (see cbl.diagnostics)."""
+    from cbl.diagnostics import sweep_collapse_warning
+
+    line = sweep_collapse_warning(trials)
+    if line:
+        click.echo(line, err=True)
 
 
 def _echo_cache(experiment_dir: Path) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "TRIALS_DIR",
     "TrialInfo",
     "best_trial",
+    "diagnostics_cells",
     "format_param",
     "format_status_table",
     "read_sweep",
@@ -147,10 +148,38 @@ def format_param(value: Any) -> str:
     return str(value)
 
 
+def diagnostics_cells(metrics: dict[str, Any] | None) -> list[str]:
+    """The status table's diagnostics of one epoch: empty centers, bonafide/spoof similarity, spread ("-" if absent).
+
+    ``empty``: centers holding no dev bonafide, of K; ``sim b/s``: mean cosine of
+    dev bonafide and spoof to the nearest center; ``mean cos``: mean pairwise
+    cosine of all dev embeddings (near 1 = collapsed); ``rank``: their effective rank.
+    """
+    metrics = metrics or {}
+    sizes = metrics.get("cluster_sizes")
+    empty = (
+        f"{metrics['cluster_empty_clusters']}/{len(sizes)}"
+        if isinstance(sizes, list) and "cluster_empty_clusters" in metrics
+        else "-"
+    )
+    bonafide, spoof = metrics.get("cluster_bonafide_similarity"), metrics.get("cluster_spoof_similarity")
+    similarity = f"{bonafide:.2f}/{spoof:.2f}" if isinstance(bonafide, float) and isinstance(spoof, float) else "-"
+    cosine, rank = metrics.get("embedding_mean_cosine"), metrics.get("embedding_effective_rank")
+    return [
+        empty,
+        similarity,
+        f"{cosine:.2f}" if isinstance(cosine, float) else "-",
+        f"{rank:.1f}" if isinstance(rank, float) else "-",
+    ]
+
+
+DIAGNOSTICS_HEADER = ["empty", "sim b/s", "mean cos", "rank"]
+
+
 def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int | None = None) -> str:
-    """A plain-text table of trials sorted by best dev EER."""
+    """A plain-text table of trials sorted by best dev EER, with the last epoch's diagnostics."""
     keys = sorted({k for t in trials for k in t.params})
-    header = ["trial", "state", "epochs", "best dev EER", "@epoch", *keys]
+    header = ["trial", "state", "epochs", "best dev EER", "@epoch", *DIAGNOSTICS_HEADER, *keys]
     rows = [header]
     for t in sorted(trials, key=lambda t: _sort_key(t, mode)):
         eer = "-" if math.isnan(t.best_dev_eer) else f"{100 * t.best_dev_eer:.2f}%"
@@ -161,6 +190,7 @@ def format_status_table(trials: list[TrialInfo], mode: str = "min", total: int |
                 str(t.epochs),
                 eer,
                 str(t.best_epoch) if t.epochs else "-",
+                *diagnostics_cells(t.history[-1] if t.history else None),
                 *(format_param(t.params[k]) if k in t.params else "-" for k in keys),
             ]
         )
