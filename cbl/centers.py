@@ -4,9 +4,21 @@ Two ways to keep them current:
 
 * ``kmeans`` (:class:`KMeansCenters`): scikit-learn's KMeans on L2-normalised
   bonafide embeddings, centers renormalised afterwards (Euclidean k-means on the
-  unit sphere, the usual stand-in for spherical k-means). ``refresh`` warm-starts
-  from the previous centers (``init=previous, n_init=1``) so that cluster ids stay
-  stable from epoch to epoch.
+  unit sphere, the usual stand-in for spherical k-means). ``refresh`` refits on
+  the embeddings the training loop gives it (an eval-mode pass over a fixed
+  sample of bonafide training audio, see :mod:`cbl.engine.center_passes`): first every center
+  that no embedding is nearest to is re-seeded on the bonafide embedding farthest
+  from every center (:func:`reseed_dead_centers`), then k-means warm-starts from
+  those centers (``init=previous, n_init=1``), the new centers are matched one to
+  one to the previous ones by the Hungarian assignment on cosine
+  (:func:`match_centers`), so center k stays "the same cluster" from epoch to
+  epoch whatever order k-means returns them in (per-center statistics, TensorBoard
+  curves and the report's colours follow one cluster), and each center moves a
+  fraction ``step`` of the way to its match (``centers.refit_step``, 0.2: on the
+  demo, full jumps every epoch put the centers among the spoofs). ``refresh(...,
+  min_similarity=m)`` leaves out bonafide embeddings within cosine m of no center
+  (the training loop passes the spoof margin: bonafide the centers already treat
+  as spoofs should not drag a center among the spoofs).
 * ``online`` (:class:`OnlineCenters`): initialised by the same k-means, then an
   exponential moving average per training step; a center that receives no
   bonafide sample for ``dead_after_steps`` steps is re-seeded from the bonafide
@@ -22,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,7 +45,16 @@ from torch import Tensor
 from cbl.config import CLUSTER_METHODS, CentersConfig
 from cbl.errors import CblError, ConfigError
 
-__all__ = ["BonafideCenters", "KMeansCenters", "OnlineCenters", "build_centers", "cluster_stats"]
+__all__ = [
+    "BonafideCenters",
+    "KMeansCenters",
+    "OnlineCenters",
+    "RefitInfo",
+    "build_centers",
+    "cluster_stats",
+    "match_centers",
+    "reseed_dead_centers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +67,61 @@ def _as_unit_float(embeddings: Any, what: str) -> Tensor:
     if not bool(torch.isfinite(tensor).all()):
         raise CblError(f"{what} contain NaN or inf values (did training diverge?)")
     return F.normalize(tensor, dim=-1)
+
+
+def match_centers(new: Tensor, previous: Tensor) -> Tensor:
+    """The permutation of ``new`` (K, D) that best matches ``previous`` (K, D) one to one, by cosine.
+
+    Returns ``order`` (K,) such that ``new[order][k]`` is the new center assigned to
+    previous center k: the assignment maximising the summed cosine (the Hungarian
+    algorithm, scipy's ``linear_sum_assignment``). K! orderings, solved in O(K^3).
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    similarity = (
+        F.normalize(previous.detach().float().cpu(), dim=-1) @ F.normalize(new.detach().float().cpu(), dim=-1).T
+    ).numpy()  # (previous, new)
+    rows, cols = linear_sum_assignment(similarity, maximize=True)
+    order = torch.empty(similarity.shape[0], dtype=torch.long)
+    order[torch.as_tensor(rows)] = torch.as_tensor(cols)
+    return order
+
+
+def reseed_dead_centers(centers: Tensor, points: Tensor) -> tuple[Tensor, list[int]]:
+    """Move every center that no point is nearest to onto a point far from every center.
+
+    centers: (K, D) unit; points: (N, D) unit. Dead centers are taken in id order;
+    each goes to the point whose similarity to its nearest center (the centers
+    updated so far included) is the lowest, so two dead centers never land on the
+    same point and a re-seeded center is not next to a live one. A point that
+    coincides with a center (cosine > 1 - 1e-6) is no new seed: when no other
+    point is left (every embedding on a few spots, a collapse), the center stays
+    dead. Returns (new centers (K, D), ids of the re-seeded centers).
+    """
+    centers = centers.clone()
+    if points.shape[0] == 0:
+        return centers, []
+    counts = torch.bincount((points @ centers.T).argmax(dim=1), minlength=centers.shape[0])
+    reseeded: list[int] = []
+    for k in torch.nonzero(counts == 0).flatten().tolist():
+        nearest = (points @ centers.T).max(dim=1).values  # (N,)
+        far = int(nearest.argmin())
+        if float(nearest[far]) > 1.0 - 1e-6:
+            break  # every point sits on a center: nothing distinct to seed from
+        centers[k] = points[far]
+        reseeded.append(k)
+    return centers, reseeded
+
+
+@dataclass
+class RefitInfo:
+    """What the last k-means refit did, for the run's diagnostics."""
+
+    reseeded: int = 0  # dead centers re-seeded before the refit
+    dead_after: int = 0  # centers still holding no embedding of the refit sample afterwards
+    min_cosine_to_previous: float = 1.0  # the farthest any matched center moved (cosine to its old self)
+    permuted: bool = False  # k-means returned the clusters in another order (the matching undid it)
+    trimmed: int = 0  # embeddings left out: at most min_similarity from every center
 
 
 class BonafideCenters:
@@ -141,13 +218,51 @@ class BonafideCenters:
 
 
 class KMeansCenters(BonafideCenters):
-    """Centers refitted by k-means every refresh, warm-started from the previous ones."""
+    """Centers refitted by k-means every refresh: dead ones re-seeded, warm-started, matched to the previous ids."""
 
     method = "kmeans"
 
-    def refresh(self, embeddings: Any) -> Tensor:
-        """Refit on (N, D) bonafide embeddings; starts from the current centers so ids stay stable."""
-        self.centers = self._kmeans(torch.as_tensor(embeddings), init=self.centers)
+    def __init__(self, num_clusters: int, dim: int, seed: int = 0, step: float = 1.0) -> None:
+        super().__init__(num_clusters, dim, seed)
+        if not 0.0 < step <= 1.0:
+            raise ConfigError(f"key 'centers.refit_step' is {step!r}, but must be in (0, 1]")
+        self.step = step
+        self.last_refit = RefitInfo()
+
+    def refresh(self, embeddings: Any, min_similarity: float | None = None) -> Tensor:
+        """Refit on (N, D) bonafide embeddings (see the module docstring); fits from scratch if never fitted.
+
+        ``min_similarity``: leave out the embeddings whose cosine to every current
+        center is at most this (bonafide the centers already treat as spoofs), unless
+        fewer than K would remain.
+        """
+        if self.centers is None:
+            return self.fit(embeddings)
+        points = _as_unit_float(embeddings, "bonafide embeddings").to(self.device)
+        previous = self.centers
+        trimmed = 0
+        if min_similarity is not None:
+            inside = (points @ previous.T).max(dim=1).values > min_similarity
+            if int(inside.sum()) >= self.num_clusters:
+                trimmed = int((~inside).sum())
+                points = points[inside]
+        start, reseeded = reseed_dead_centers(previous, points)
+        if reseeded:
+            logger.info("k-means centers: re-seeded %d dead center(s) %s", len(reseeded), reseeded)
+        fitted = self._kmeans(points, init=start)
+        order = match_centers(fitted, previous)
+        matched = fitted[order.to(fitted.device)]
+        if self.step < 1.0:  # every center moves part of the way to its match (a re-seeded one toward its new seed)
+            matched = F.normalize((1.0 - self.step) * previous + self.step * matched, dim=-1)
+        self.centers = matched
+        counts = torch.bincount((points @ self.centers.T).argmax(dim=1), minlength=self.num_clusters)
+        self.last_refit = RefitInfo(
+            reseeded=len(reseeded),
+            dead_after=int((counts == 0).sum()),
+            min_cosine_to_previous=float((self.centers * previous).sum(dim=1).min()),
+            permuted=bool((order != torch.arange(self.num_clusters)).any()),
+            trimmed=trimmed,
+        )
         return self.centers
 
     def update_step(self, bonafide_embeddings: Tensor) -> None:
@@ -244,7 +359,7 @@ class OnlineCenters(BonafideCenters):
 def build_centers(centers_config: CentersConfig, num_clusters: int, dim: int) -> BonafideCenters:
     """``centers.method`` -> KMeansCenters or OnlineCenters with K=num_clusters (loss.num_clusters), D=dim."""
     if centers_config.method == "kmeans":
-        return KMeansCenters(num_clusters, dim, seed=centers_config.seed)
+        return KMeansCenters(num_clusters, dim, seed=centers_config.seed, step=centers_config.refit_step)
     if centers_config.method == "online":
         return OnlineCenters(num_clusters, dim, seed=centers_config.seed, momentum=centers_config.ema_momentum)
     raise ConfigError(

@@ -39,7 +39,15 @@ class Edge:
     exempt: tuple[str, ...] = ()  # importers the rule does not bind
 
 
-_SCORING = ("cbl.losses", "cbl.centers", "cbl.metrics", "cbl.uncertainty", "cbl.tdcf", "cbl.breakdowns")
+_SCORING = (
+    "cbl.losses",
+    "cbl.centers",
+    "cbl.diagnostics",
+    "cbl.metrics",
+    "cbl.uncertainty",
+    "cbl.tdcf",
+    "cbl.breakdowns",
+)
 _LEAVES = ("cbl.data", "cbl.model", *_SCORING)
 _RUNNERS = ("cbl.engine", "cbl.sweep", "cbl.bench", "cbl.report", "cbl.cli")
 

@@ -18,7 +18,10 @@ from cbl.cli import cli
 from cbl.errors import UsageError
 
 # everything but the Ray sweep (ray_trial, memory: see the slow test below)
-FAST = "cluster_loss,data_loading,center_refresh,search_efficiency,eval_throughput,feature_cache,rawboost,full_size"
+FAST = (
+    "cluster_loss,data_loading,center_refresh,refit_cost,search_efficiency,eval_throughput,feature_cache,rawboost,"
+    "full_size"
+)
 ROW_KEYS = {"id", "what", "a_label", "a", "b_label", "b", "unit", "target", "met", "note", "ratio"}
 
 
@@ -56,6 +59,9 @@ def check_result(path: Path, output: str, names: list[str]) -> list[dict]:
             continue
         if row["ratio"] is None:  # a size, or a memory growth too small to see at this size: no target
             assert row["target"] == "report" and (0 in (row["a"], row["b"]) or row["b"] is None), row
+            continue
+        if row["id"] in ("5a", "5b") and math.isinf(row["ratio"]):  # the replayed search never got there: endless
+            assert row["met"] is False and "counts as endless" in row["note"], row
             continue
         assert math.isfinite(row["ratio"]) and row["ratio"] > 0, row
         assert (row["met"] is None) == (row["target"] == "report"), row

@@ -8,7 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cbl.centers import KMeansCenters, OnlineCenters, build_centers, cluster_stats
+from cbl.centers import (
+    KMeansCenters,
+    OnlineCenters,
+    build_centers,
+    cluster_stats,
+    match_centers,
+    reseed_dead_centers,
+)
 from cbl.config import CentersConfig
 from cbl.errors import CblError
 
@@ -153,3 +160,86 @@ def test_build_centers_uses_the_config() -> None:
     assert isinstance(build_centers(CentersConfig(), 5, 32), KMeansCenters)
     with pytest.raises(ValueError, match=re.escape("'centers.ema_momentum' is 1.5")):
         OnlineCenters(2, 4, momentum=1.5)
+
+
+# --------------------------------------------------------------------------- identities and dead centers
+def test_match_centers_undoes_any_permutation() -> None:
+    previous = F.normalize(torch.randn(12, 16, generator=torch.Generator().manual_seed(7)), dim=-1)
+    permutation = torch.randperm(12, generator=torch.Generator().manual_seed(8))
+    drifted = F.normalize(
+        previous[permutation] + 0.05 * torch.randn(12, 16, generator=torch.Generator().manual_seed(9)), dim=-1
+    )
+    order = match_centers(drifted, previous)
+    assert sorted(order.tolist()) == list(range(12))  # one to one
+    assert torch.equal(permutation[order], torch.arange(12))  # new center order[k] came from previous center k
+
+
+def test_match_centers_is_the_best_assignment_not_greedy() -> None:
+    # greedy by row would give previous 0 the new center it likes most (new 0, cos 0.9), leaving previous 1
+    # with new 1 (cos -1); the best one-to-one total gives previous 0 new 1 (cos 0.8) and previous 1 new 0
+    previous = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    new = torch.tensor([[0.8, 0.6], [0.8, -0.6]])
+    order = match_centers(new, previous)
+    assert order.tolist() == [1, 0]
+
+
+def test_refresh_keeps_identities_when_kmeans_returns_another_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    points, _ = clusters(num_clusters=5, seed=10)
+    centers = KMeansCenters(5, 16, seed=0)
+    before = centers.fit(points).clone()
+    original = KMeansCenters._kmeans
+
+    def shuffled(self, embeddings, init):  # k-means is free to return its clusters in any order
+        return original(self, embeddings, init)[torch.tensor([3, 0, 4, 1, 2])]
+
+    monkeypatch.setattr(KMeansCenters, "_kmeans", shuffled)
+    moved, _ = clusters(num_clusters=5, seed=11)
+    after = centers.refresh(moved)
+    assert ((before * after).sum(dim=1) > 0.99).all()  # center k still holds cluster k
+    assert centers.last_refit.permuted and centers.last_refit.min_cosine_to_previous > 0.99
+    sizes = cluster_stats(after, moved)["cluster_sizes"]
+    assert sizes == cluster_stats(before, moved)["cluster_sizes"] == [30] * 5
+
+
+def test_reseed_moves_dead_centers_onto_the_farthest_distinct_points() -> None:
+    points, directions = clusters(num_clusters=3, per_cluster=10, seed=12)
+    far = F.normalize(torch.eye(16)[7] + 0.01 * torch.eye(16)[8], dim=-1)  # a fourth group no center is near
+    points = torch.cat([points, far.repeat(4, 1), torch.eye(16)[10:11]])
+    dead = -directions[0]  # nearest to no point
+    centers = torch.stack([directions[0], directions[1], directions[2], dead, dead])
+    reseeded, ids = reseed_dead_centers(centers, points)
+    assert ids == [3, 4]
+    assert torch.equal(reseeded[:3], centers[:3])  # live centers untouched
+    placed = {tuple(torch.round(reseeded[k], decimals=4).tolist()) for k in ids}
+    assert placed == {tuple(torch.round(far, decimals=4).tolist()), tuple(torch.eye(16)[10].tolist())}
+
+
+def test_reseed_leaves_centers_dead_when_every_point_sits_on_a_center() -> None:
+    collapsed = F.normalize(torch.ones(20, 8), dim=-1)  # the collapse: every embedding one point
+    centers = torch.stack([collapsed[0], -collapsed[0]])
+    reseeded, ids = reseed_dead_centers(centers, collapsed)
+    assert ids == [] and torch.equal(reseeded, centers)
+
+
+def test_kmeans_refresh_reseeds_a_center_the_embeddings_left() -> None:
+    points, directions = clusters(num_clusters=4, seed=13)
+    centers = KMeansCenters(4, 16, seed=0)
+    centers.fit(points)
+    # cluster 3's embeddings moved to a new direction; clusters 0-2 stay
+    moved = torch.cat(
+        [
+            points[:90],
+            F.normalize(
+                torch.eye(16)[12] + 0.05 * torch.randn(30, 16, generator=torch.Generator().manual_seed(14)), dim=-1
+            ),
+        ]
+    )
+    moved[:90] = points[:90]
+    old_id = int((centers.centers @ directions[3]).argmax())
+    stale = centers.centers[old_id].clone()
+    centers.centers[old_id] = -torch.eye(16)[12]  # make it dead for sure: nearest to none of the moved points
+    after = centers.refresh(moved)
+    assert centers.last_refit.reseeded == 1 and centers.last_refit.dead_after == 0
+    assert float(after[old_id] @ torch.eye(16)[12]) > 0.95  # the dead center now holds the moved cluster
+    assert float(after[old_id] @ stale) < 0.5
+    assert cluster_stats(after, moved)["empty_clusters"] == 0

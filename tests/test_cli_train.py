@@ -104,7 +104,7 @@ def test_other_config_into_the_same_folder_is_refused(tmp_path, finished_run):
     before = sorted(p.name for p in out.iterdir())
     result = train(out, "--set", "loss.alpha=2.0")
     assert result.exit_code == 2
-    assert "holds a run with another configuration (loss.alpha: 1.0 -> 2.0); choose a new --out" in result.output
+    assert "holds a run with another configuration (loss.alpha: 0.5 -> 2.0); choose a new --out" in result.output
     assert sorted(p.name for p in out.iterdir()) == before
 
 

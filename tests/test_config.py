@@ -29,8 +29,8 @@ def write(tmp_path: Path, text: str, name: str = "c.yaml") -> Path:
 def test_defaults_match_the_seed():
     c = ExperimentConfig()
     assert c.loss.num_clusters == 10
-    assert c.loss.alpha == 1.0
-    assert c.centers.method == "kmeans"
+    assert c.loss.alpha == 0.5  # the seed's 1.0 halved: below 1 / K^(1/p) the loss cannot fall by moving everything
+    assert c.centers.method == "kmeans" and c.centers.refresh_every == 1
     assert c.loss.type == "cluster_only"
     assert c.model.embedding_dim == 256
     assert c.data.max_len == 64600
@@ -149,7 +149,7 @@ def test_round_trip(tmp_path):
 def test_overrides_do_not_mutate_the_input():
     base = ExperimentConfig()
     apply_overrides(base, {"loss.alpha": 3.0})
-    assert base.loss.alpha == 1.0
+    assert base.loss.alpha == 0.5
 
 
 def test_absolute_paths_resolves_relative_path_keys_only():

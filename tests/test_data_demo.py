@@ -116,3 +116,84 @@ def test_demo_root_race_leaves_one_complete_folder(tmp_path: Path, monkeypatch: 
     assert len(results) == 2 and results[0] == results[1]
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [results[0].name]  # no staging leftovers
     assert len(read(results[0], "eval")) == 20
+
+
+# --------------------------------------------------------------------------- version 2: artefacts and channels
+def frame_normalised_spectrum(x: np.ndarray, frame: int = 160) -> np.ndarray:
+    """Mean log power spectrum of 10 ms frames, each divided by its own RMS first.
+
+    What survives a front-end that normalises every frame (wav2vec2's conv stack
+    with layer norm): any per-frame gain is gone, the spectral shape is not.
+    """
+    frames = x[: x.shape[0] // frame * frame].reshape(-1, frame)
+    frames = frames / np.maximum(np.sqrt(np.mean(frames**2, axis=1, keepdims=True)), 1e-12)
+    return np.log(np.mean(np.abs(np.fft.rfft(frames * np.hanning(frame), axis=1)) ** 2, axis=0) + 1e-12)
+
+
+def utterances(attack: str, channel: str = "studio", count: int = 6, seed: int = 0) -> list[np.ndarray]:
+    from cbl.data.demo import _utterance
+    from cbl.data.speech import voice_for_speaker
+
+    voice = voice_for_speaker(0, "LA_0081")
+    return [
+        _utterance(voice, attack, channel, np.random.default_rng([seed, i]), 16000, 16000).astype(np.float64)
+        for i in range(count)
+    ]
+
+
+def spectral_distance(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """RMS difference (in log power, i.e. nepers) of two sets' mean frame-normalised spectra."""
+
+    def mean(xs: list[np.ndarray]) -> np.ndarray:
+        return np.mean([frame_normalised_spectrum(x) for x in xs], axis=0)
+
+    return float(np.sqrt(np.mean((mean(a) - mean(b)) ** 2)))
+
+
+def test_every_attack_survives_per_frame_normalisation_unlike_version_1s_gain_steps() -> None:
+    """Paired: the same synthesised speech (same seeds) as bonafide and through each attack."""
+    bonafide = utterances("-")
+    for attack in SEEN_ATTACKS + UNSEEN_ATTACKS:
+        assert spectral_distance(utterances(attack), bonafide) > 0.15, attack  # A04, the least: 0.23
+    # version 1's A02 (a gain step every 10 ms) leaves nothing once each frame is normalised
+    gains = np.random.default_rng(5).uniform(0.25, 1.75, size=101)
+    stepped = [x * np.repeat(gains, 160)[: x.shape[0]] for x in bonafide]
+    assert spectral_distance(stepped, bonafide) < 1e-6
+
+
+def test_channels_are_bonafide_sub_populations_and_spoofs_share_them() -> None:
+    from cbl.data.demo import CHANNELS
+
+    assert list(CHANNELS) == ["studio", "headset", "laptop"]
+    studio = utterances("-", "studio")
+    for channel in ("headset", "laptop"):
+        assert spectral_distance(utterances("-", channel), studio) > 0.1, channel
+        # a spoof of that channel is coloured like its bonafide: the channel never gives the label away
+        spoof, bonafide = utterances("A02", channel), utterances("-", channel)
+        assert spectral_distance(spoof, bonafide) < spectral_distance(spoof, studio) + 0.05
+
+
+def test_a05_is_a02s_family_and_a06_a_new_kind() -> None:
+    """A05 and A02 leave images above their vocoder's band (energy where the low-passed source had none)."""
+
+    def high_band_share(xs: list[np.ndarray], low_hz: float) -> float:
+        power = np.mean([np.abs(np.fft.rfft(x)) ** 2 for x in xs], axis=0)
+        freqs = np.fft.rfftfreq(16000, 1 / 16000)
+        return float(power[freqs > low_hz].sum() / power.sum())
+
+    bonafide = utterances("-")
+    assert high_band_share(utterances("A02"), 4000) > 3 * high_band_share(bonafide, 4000)
+    assert high_band_share(utterances("A05"), 2700) > 1.5 * high_band_share(bonafide, 2700)
+    assert high_band_share(utterances("A06"), 4000) < 0.2 * high_band_share(bonafide, 4000)  # band-limited
+
+
+def test_demo_version_is_in_the_cache_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A corpus cached by another generator version is never reused."""
+    import cbl.data.demo as demo
+
+    assert demo.DEMO_VERSION == 2
+    monkeypatch.setenv("CBL_CACHE", str(tmp_path / "cache"))
+    config = DataConfig(corpus="demo", demo_utterances=20, demo_seconds=0.25)
+    current = demo_root(config)
+    monkeypatch.setattr(demo, "DEMO_VERSION", 1)
+    assert demo_root(config) != current

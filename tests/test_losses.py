@@ -250,3 +250,75 @@ def test_constructor_validates_arguments() -> None:
         BonafideClusterLoss(temperature=0)
     with pytest.raises(ValueError, match="unknown value 'mean'"):
         BonafideClusterLoss(repulsion="mean")
+
+
+# --------------------------------------------------------------------------- no-collapse properties
+def test_repulsion_push_has_unit_norm_however_close_the_spoof_is_to_a_center() -> None:
+    """No dead ball around a center: the seed's sqrt(2 - 2s + 1e-6) gave 3e-11 at distance 1e-5."""
+    center = unit(1, 16, seed=20)
+    tangent = F.normalize(unit(1, 16, seed=21) - (unit(1, 16, seed=21) @ center.T) * center, dim=-1)
+    for distance in (1e-5, 1e-3, 1e-1):
+        z = F.normalize(center + distance * tangent, dim=-1).requires_grad_(True)
+        BonafideClusterLoss(margin=0.2, spread_weight=0.0)(z, center, torch.zeros(1, dtype=torch.long)).total.backward()
+        push = z.grad - (z.grad @ z.detach().T) * z.detach()  # the part that moves z on the sphere
+        assert push.norm().item() == pytest.approx(1.0, rel=0.02)
+        assert float(-push @ tangent.T) > 0.99  # descending moves the spoof straight away from the center
+
+
+@pytest.mark.parametrize("attraction", ["distance", "margin", "to_center"])
+def test_attraction_modes_and_their_zero_points(attraction: str) -> None:
+    center = unit(1, 16, seed=22)
+    loss = BonafideClusterLoss(attraction=attraction, bonafide_margin=0.9, spread_weight=0.0)
+    ones = torch.ones(1, dtype=torch.long)
+    on_center = loss(center.clone(), center, ones).attraction.item()
+    assert on_center == pytest.approx(0.0, abs=1e-6)
+    inside = F.normalize(center + 0.3 * unit(1, 16, seed=23), dim=-1)  # cos ~0.95: inside the 0.9 margin
+    value = loss(inside, center, ones).attraction.item()
+    if attraction == "margin":
+        assert value == 0.0  # a bonafide within the margin is left alone
+    else:
+        assert value > 0.0
+    far = -center  # the farthest point: the pull has a known size in every mode
+    expected = {"distance": math.sqrt(4 + 0.2) - math.sqrt(0.2), "margin": 1.9, "to_center": 2.0}[attraction]
+    assert loss(far, center, ones).attraction.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_distance_attraction_pulls_about_as_hard_as_the_repulsion_pushes_far_from_the_center() -> None:
+    """Linear far from the center: moving everything away from the centers together gains alpha < 1 per unit
+    of repulsion and costs ~1 per unit of attraction, so the indiscriminate move does not pay (see the module)."""
+    center = unit(1, 16, seed=24)
+    tangent = F.normalize(unit(1, 16, seed=25) - (unit(1, 16, seed=25) @ center.T) * center, dim=-1)
+    z = F.normalize(center + 1.0 * tangent, dim=-1).requires_grad_(True)  # 45 degrees away
+    BonafideClusterLoss(spread_weight=0.0)(z, center, torch.ones(1, dtype=torch.long)).attraction.backward()
+    pull = z.grad - (z.grad @ z.detach().T) * z.detach()
+    assert 0.75 < pull.norm().item() < 1.0
+
+
+def test_spread_term_is_zero_for_a_spread_batch_and_pushes_a_collapsed_one_apart() -> None:
+    from cbl.losses import batch_spread_shortfall
+
+    spread = torch.eye(8)  # orthogonal: |mean|^2 = 1/8, RMS spread sqrt(7/8)
+    assert batch_spread_shortfall(spread, 0.5).item() == 0.0
+    base = unit(1, 16, seed=26)
+    z = F.normalize(base + 1e-4 * torch.randn(16, 16, generator=torch.Generator().manual_seed(27)), dim=-1)
+    z.requires_grad_(True)
+    value = batch_spread_shortfall(z, 0.5)
+    assert value.item() == pytest.approx(0.5, abs=1e-3)
+    value.backward()
+    push = z.grad - (z.grad * z.detach()).sum(dim=1, keepdim=True) * z.detach()
+    assert push.norm().item() > 0.1  # ~1/sqrt(B) at a near-collapse, not of order the 1e-4 spread
+    stepped = F.normalize(z.detach() - 1e-5 * z.grad, dim=-1)
+    assert batch_spread_shortfall(stepped, 0.5) < value  # descending spreads the batch
+    assert batch_spread_shortfall(z[:1], 0.5).item() == 0.0
+
+
+def test_bonafide_spread_target_adds_the_hinge_on_the_bonafide_alone() -> None:
+    point = unit(1, 16, seed=28)
+    bonafide = F.normalize(point + 1e-3 * torch.randn(6, 16, generator=torch.Generator().manual_seed(29)), dim=-1)
+    spoofs = -torch.eye(16)[:6]  # spread: the whole batch is not collapsed
+    z, labels = torch.cat([bonafide, spoofs]), torch.tensor([1] * 6 + [0] * 6)
+    centers = point
+    off = BonafideClusterLoss(spread_weight=1.0)(z, centers, labels)
+    on = BonafideClusterLoss(spread_weight=1.0, bonafide_spread_target=0.6)(z, centers, labels)
+    assert off.spread.item() == 0.0
+    assert on.spread.item() == pytest.approx(0.6, abs=0.01)  # the bonafide sit on one point

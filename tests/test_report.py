@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import math
 import re
@@ -316,3 +317,31 @@ def test_report_reuses_the_final_eval_scores_of_the_best_checkpoint(experiment, 
     assert f"`{final.score_files[0]}`" in markdown
     best_row = next(row for row in _table(markdown, "role") if row[0] == "best trial")
     assert best_row[5] == _pct(final.selection[1])
+
+
+def test_report_shows_the_embedding_diagnostics_of_every_trial(report, experiment):
+    files, markdown, _ = report
+    assert "diagnostics.png" in {p.name for p in files.figures}
+    rows = {r[0]: r for r in _table(markdown, "trial | epoch | empty centers")}
+    assert set(rows) == set(TRIALS)  # every trial reported an epoch with diagnostics
+    for trial_id, row in rows.items():
+        last = json.loads((experiment / "trials" / trial_id / "metrics.jsonl").read_text().splitlines()[-1])
+        assert row[1] == str(last["epoch"]) and row[7] == f"{last['embedding_mean_cosine']:.2f}"
+        if "cluster_sizes" in last:  # the cluster losses: sizes by center id, as in metrics.jsonl
+            assert row[2] == f"{last['cluster_empty_clusters']}/{len(last['cluster_sizes'])}"
+            assert row[3] == " ".join(str(n) for n in last["cluster_sizes"])
+            assert row[4] == f"{last['cluster_bonafide_similarity']:.2f}"
+        else:
+            assert row[2:7] == ["-"] * 5
+
+
+def test_ablation_panels_draw_one_panel_per_parameter():
+    from matplotlib.image import imread
+
+    from cbl.report.figures import ablation_panels
+
+    one = ablation_panels([("loss.num_clusters", [("5", 0.05, 0.06), ("10", 0.04, 0.05)])], "K")
+    three = ablation_panels([("a", [("x", 0.1, 0.2)]), ("b", [("y", 0.1, 0.2)]), ("c", [("z", 0.3, 0.3)])], "three")
+    assert one[:4] == three[:4] == b"\x89PNG"
+    widths = [imread(io.BytesIO(png)).shape[1] for png in (one, three)]
+    assert widths[1] > 2 * widths[0]  # side by side

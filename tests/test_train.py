@@ -101,8 +101,12 @@ def test_fit_reports_every_epoch_with_metrics_and_checkpoint_dir(kmeans_run):
             assert math.isfinite(metrics[key]), key
         assert 0.0 <= metrics["dev_eer"] <= 1.0
         assert any(key.startswith("cluster_") for key in metrics)
-        # cluster_only: the total is attraction + alpha * repulsion, averaged the same way
-        expected = metrics["train_attraction"] + config.loss.alpha * metrics["train_repulsion"]
+        # cluster_only: the total is attraction + alpha * repulsion + spread_weight * spread, averaged the same way
+        expected = (
+            metrics["train_attraction"]
+            + config.loss.alpha * metrics["train_repulsion"]
+            + config.loss.spread_weight * metrics["train_spread"]
+        )
         assert metrics["train_loss"] == pytest.approx(expected, rel=1e-5)
         assert metrics["train_ce"] == 0.0
     lrs = [m["lr"] for m, _, _ in recorder.reports]
@@ -188,8 +192,9 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path, sets):
     assert len(read_history(pieces)) == 1
     fit(config, None, pieces)
 
+    timings = ("epoch_seconds", "train_seconds", "refit_seconds")
     assert read_history(pieces) == [
-        {**m, "epoch_seconds": p["epoch_seconds"], "train_seconds": p["train_seconds"]}
+        {**m, **{key: p[key] for key in timings if key in p}}
         for m, p in zip(read_history(whole), read_history(pieces), strict=True)
     ]
     a, b = _final_state(whole), _final_state(pieces)
@@ -243,7 +248,7 @@ def test_fit_refuses_to_resume_a_run_of_another_config(kmeans_run, tmp_path):
     _config, run_dir, _, _ = kmeans_run
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    with pytest.raises(UsageError, match=r"another configuration \(loss\.alpha: 1\.0 -> 2\.0\)"):
+    with pytest.raises(UsageError, match=r"another configuration \(loss\.alpha: 0\.5 -> 2\.0\)"):
         fit(tiny_config("loss.alpha=2.0"), None, copy)
     # where and how fast it runs may change (a dataset moved, another thread count)
     result = fit(tiny_config("train.eval_batch_size=7"), None, copy)

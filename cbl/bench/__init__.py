@@ -11,7 +11,7 @@ Each measurement is a function ``measure_<name>(ctx) -> list[Row]`` registered i
 :data:`MEASUREMENTS` (``run``); ``--only`` picks some of them by name. Modules:
 ``core`` (sizes, rows, the context, demo configs, the table), ``processes``
 (wall time and memory of a process tree), one module per group of rows
-(``training`` 1/3/4, ``sweeps`` 2/7, ``search`` 5, ``evaluation`` 6,
+(``training`` 1/3/4, ``refit`` 4r, ``sweeps`` 2/7, ``search`` 5, ``evaluation`` 6,
 ``feature_cache`` 8, ``rawboost`` 9, ``full_size`` 10, ``uncertainty`` 11), ``run``.
 """
 

@@ -17,6 +17,7 @@ from cbl.bench.evaluation import measure_eval_throughput
 from cbl.bench.feature_cache import measure_feature_cache, measure_feature_cache_sweep
 from cbl.bench.full_size import measure_full_size
 from cbl.bench.rawboost import measure_rawboost
+from cbl.bench.refit import measure_refit_cost
 from cbl.bench.search import measure_search_efficiency
 from cbl.bench.sweeps import measure_memory, measure_ray_trial
 from cbl.bench.training import measure_center_refresh, measure_cluster_loss, measure_data_loading
@@ -32,6 +33,7 @@ MEASUREMENTS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "ray_trial": measure_ray_trial,  # 2
     "data_loading": measure_data_loading,  # 3
     "center_refresh": measure_center_refresh,  # 4
+    "refit_cost": measure_refit_cost,  # 4r
     "search_efficiency": measure_search_efficiency,  # 5
     "eval_throughput": measure_eval_throughput,  # 6
     "memory": measure_memory,  # 7

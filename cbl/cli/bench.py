@@ -22,7 +22,7 @@ __all__ = ["COMMANDS", "bench_command"]
     "--only",
     default=None,
     metavar="NAME,...",
-    help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, "
+    help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, refit_cost, "
     "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep, rawboost; "
     "full_size (an XLS-R-300M-sized model, ~10 GB of RAM) only when named here.",
 )

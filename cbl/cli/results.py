@@ -10,7 +10,15 @@ import click
 
 from cbl.errors import CblError
 
-__all__ = ["COMMANDS", "echo_cache", "echo_status_table", "report_command", "status_command", "tensorboard_command"]
+__all__ = [
+    "COMMANDS",
+    "echo_cache",
+    "echo_collapse",
+    "echo_status_table",
+    "report_command",
+    "status_command",
+    "tensorboard_command",
+]
 
 
 @click.command("status")
@@ -39,6 +47,15 @@ def echo_status_table(trials: list, total: int | None) -> None:
     click.echo(format_status_table(trials, total=total, vs_best=vs_best))
     for note in notes:
         click.echo(note)
+
+
+def echo_collapse(trials: list) -> None:
+    """One warning line when trials of the sweep ended with a collapsed embedding (see cbl.diagnostics)."""
+    from cbl.diagnostics import sweep_collapse_warning
+
+    line = sweep_collapse_warning(trials)
+    if line:
+        click.echo(line, err=True)
 
 
 def echo_cache(experiment_dir: Path) -> None:

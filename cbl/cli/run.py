@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +19,9 @@ from cbl.cli.options import (
     split_choice,
 )
 from cbl.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: --help stays free of torch
+    from cbl.config import ExperimentConfig
 
 __all__ = ["COMMANDS", "config_command", "demo_data_command", "evaluate_command", "score_command", "train_command"]
 
@@ -104,6 +108,7 @@ def train_command(
         reporter.close()
     best_line = next((m for m in read_history(run_dir) if m.get("epoch") == result.best_epoch), {})
     interval = f" ({format_interval(best_line)})" if format_interval(best_line) else ""
+    _echo_collapse(reporter.last, config)
     click.echo(
         f"best dev EER {100 * result.best_dev_eer:.2f}%{interval} at epoch {result.best_epoch}; "
         f"checkpoint {result.best_checkpoint}\n"
@@ -113,6 +118,15 @@ def train_command(
         from cbl.engine import cache_root, format_cache_line
 
         click.echo(format_cache_line(cache_root(config, run_dir)))
+
+
+def _echo_collapse(last_metrics: dict[str, Any], config: ExperimentConfig) -> None:
+    """One warning line when the run's last epoch shows a collapsed embedding (see cbl.diagnostics)."""
+    from cbl.diagnostics import collapse_warning
+
+    line = collapse_warning(last_metrics, config) if last_metrics else None
+    if line:
+        click.echo(line, err=True)
 
 
 def _echo_eval(result, out: Path) -> None:

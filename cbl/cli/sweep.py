@@ -6,7 +6,7 @@ Reading an experiment (``status``, ``tensorboard``, ``report``) is in :mod:`cbl.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,8 +19,11 @@ from cbl.cli.options import (
     set_option,
     split_choice,
 )
-from cbl.cli.results import echo_cache, echo_status_table
+from cbl.cli.results import echo_cache, echo_collapse, echo_status_table
 from cbl.errors import UsageError
+
+if TYPE_CHECKING:  # annotations only: --help stays free of torch
+    pass
 
 __all__ = [
     "COMMANDS",
@@ -77,6 +80,7 @@ def _finish(experiment_dir: Path, final_seeds: int | None, skip_final: bool) -> 
     ended = [t for t in trials if t.state in ("finished", "stopped", "error")]
     echo_status_table(trials, total)
     echo_cache(experiment_dir)
+    echo_collapse(trials)
     if len(ended) < total:
         write_sweep(experiment_dir, {**sweep, "state": "interrupted"})
         click.echo(

@@ -27,6 +27,7 @@ from cbl.config.resolve import (
     resolve_config,
 )
 from cbl.config.schema import (
+    ATTRACTION_MODES,
     CHOICES,
     CLUSTER_METHODS,
     COMBINED_SCORES,
@@ -54,6 +55,7 @@ from cbl.config.schema import (
 from cbl.errors import ConfigError
 
 __all__ = [
+    "ATTRACTION_MODES",
     "CHOICES",
     "CLUSTER_METHODS",
     "COMBINED_SCORES",

@@ -3,10 +3,10 @@
 The same code trains a single ``cbl-search train`` run and every trial of a
 sweep; only the reporter differs (console + TensorBoard, or ``tune.report``).
 :func:`fit` reads top to bottom: set up (data, model, optimizer, centers), resume
-or fit the initial centers, then per epoch one function per phase: train
-(collecting detached bonafide embeddings on the way), refresh the centers from
-those embeddings (no extra pass), score dev, write the epoch (history line,
-best.pt, last.pt), report.
+or fit the initial centers, then per epoch one function per phase: train, refit
+the centers (an eval-mode pass with the end-of-epoch weights over a fixed bonafide
+sample, :mod:`cbl.engine.center_passes`), score dev, the embedding diagnostics
+(:mod:`cbl.diagnostics`), write the epoch (history line, best.pt, last.pt), report.
 
 The run folder's layout is :mod:`cbl.engine.run_dir`'s. When ``last.pt`` exists,
 ``fit`` resumes from it and reaches the same result as an uninterrupted run: data
@@ -27,21 +27,20 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cbl.centers import build_centers, cluster_stats
+from cbl.centers import build_centers
 from cbl.config import ExperimentConfig, save_config
 from cbl.data import (
-    LengthBucketSampler,
     Record,
-    TrainDataset,
-    collate,
     load_split,
     make_eval_loader,
     make_train_loader,
     training_class_weights,
 )
+from cbl.diagnostics import embedding_diagnostics
+from cbl.engine.center_passes import center_sample_loader, refit_centers
 from cbl.engine.dev_scores import DEV_SCORES, write_dev_scores
 from cbl.engine.feature_cache import check_cache_config
 from cbl.engine.feature_source import FeatureSource
@@ -111,6 +110,7 @@ class _Run:
     state: TrainState
     base_lrs: list[float] = field(default_factory=list)
     dev_speakers: dict[str, str] = field(default_factory=dict)  # utt_id -> speaker, for the dev EER's interval
+    refit_loader: DataLoader | None = None  # the k-means refit's fixed bonafide sample (None: no refits)
 
     @property
     def pin(self) -> bool:
@@ -121,10 +121,10 @@ class _Run:
 class _Trained:
     """What an epoch's training pass leaves for the rest of the epoch."""
 
-    metrics: dict[str, float]  # train_loss, train_attraction, train_repulsion, train_ce: means over utterances
+    # train_loss, train_attraction, train_repulsion, train_ce, train_spread: means over utterances
+    metrics: dict[str, float]
     batches: int
     seconds: float
-    bonafide: list[Tensor]  # detached bonafide embeddings (CPU), for the k-means refresh
 
 
 @dataclass
@@ -166,13 +166,14 @@ def fit(
     for epoch in range(run.state.epoch + 1, config.train.epochs):
         started = time.monotonic()
         trained = _train_epoch(run, epoch, progress)
-        _refresh_centers(run, trained.bonafide, epoch)
+        refit = refit_centers(run.state.model, run.refit_loader, run.state.centers, config, run.device, epoch)
         scored = _score_dev(run, epoch, trained)
         metrics = {
             **scored.metrics,
             "epoch_seconds": time.monotonic() - started,
             "train_seconds": trained.seconds,
-            **_cluster_metrics(run, scored.dev),
+            **refit,
+            **embedding_diagnostics(scored.dev["embedding"], scored.dev["label"], run.state.centers),
         }
         _write_epoch(run, epoch, metrics, scored)
         if reporter is not None:
@@ -213,7 +214,24 @@ def _set_up(
         else None
     )
     state = TrainState(model, optimizer, centers)
-    return _Run(config, saved_config, run_dir, device, train_records, weights, cache, dev_loader, state, base_lrs)
+    refit_loader = (
+        center_sample_loader(train_records, config, cache, config.centers.refit_max_utterances)
+        if centers is not None and config.centers.method == "kmeans"
+        else None
+    )
+    return _Run(
+        config,
+        saved_config,
+        run_dir,
+        device,
+        train_records,
+        weights,
+        cache,
+        dev_loader,
+        state,
+        base_lrs,
+        refit_loader=refit_loader,
+    )
 
 
 def _resume_or_start(run: _Run, payload: dict[str, Any] | None, resumed_from: Path | None) -> None:
@@ -225,7 +243,7 @@ def _resume_or_start(run: _Run, payload: dict[str, Any] | None, resumed_from: Pa
     truncate_history(run.run_dir, -1)  # lines of an epoch that ended before its first checkpoint
     if run.state.centers is not None:
         # initial centers: one pass over a capped, fixed sample of bonafide training audio
-        loader = _init_loader(run.train_records, run.config, run.cache)
+        loader = center_sample_loader(run.train_records, run.config, run.cache)
         run.state.centers.fit(embed(run.state.model, loader, run.config, run.device)["embedding"])
 
 
@@ -249,8 +267,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> _Trained:
     accum = config.optim.grad_accum
     steps_per_epoch = max(1, math.ceil(batches / accum))
     model.train()
-    sums = {"loss": 0.0, "attraction": 0.0, "repulsion": 0.0, "ce": 0.0}
-    collected: list[Tensor] = []
+    sums = {"loss": 0.0, "attraction": 0.0, "repulsion": 0.0, "ce": 0.0, "spread": 0.0}
     optimizer.zero_grad(set_to_none=True)
     iterator = (
         tqdm(loader, total=batches, desc=f"epoch {epoch + 1}/{config.train.epochs}", leave=False)
@@ -281,14 +298,13 @@ def _train_epoch(run: _Run, epoch: int, progress: bool) -> _Trained:
         sums["attraction"] += float(parts.attraction.detach()) * n
         sums["repulsion"] += float(parts.repulsion.detach()) * n
         sums["ce"] += float(parts.ce.detach()) * n
-        if centers is not None:
+        sums["spread"] += float(parts.spread.detach()) * n
+        if centers is not None and config.centers.method == "online":
             bona = out.embedding.detach()[labels == 1].float()
             if bona.numel():
-                collected.append(bona.cpu())
-                if config.centers.method == "online":
-                    centers.update_step(bona.cpu())
+                centers.update_step(bona.cpu())
     metrics = {f"train_{k}": v / max(1, seen) for k, v in sums.items()}
-    return _Trained(metrics, batches, time.monotonic() - started, collected)
+    return _Trained(metrics, batches, time.monotonic() - started)
 
 
 def _optimizer_step(run: _Run, epoch: int, index: int, batches: int, steps_per_epoch: int) -> None:
@@ -304,18 +320,6 @@ def _optimizer_step(run: _Run, epoch: int, index: int, batches: int, steps_per_e
     state.optimizer.step()
     state.optimizer.zero_grad(set_to_none=True)
     state.step += 1
-
-
-def _refresh_centers(run: _Run, bonafide: list[Tensor], epoch: int) -> None:
-    """k-means centers refit from this epoch's own bonafide embeddings, every ``centers.refresh_every`` epochs."""
-    config, centers = run.config, run.state.centers
-    if (
-        centers is not None
-        and config.centers.method == "kmeans"
-        and bonafide
-        and (epoch + 1) % config.centers.refresh_every == 0
-    ):
-        centers.refresh(torch.cat(bonafide))
 
 
 def _score_dev(run: _Run, epoch: int, trained: _Trained) -> _Scored:
@@ -347,15 +351,6 @@ def _speakers(run: _Run, utt_ids: Sequence[str]) -> list[str]:
     return [run.dev_speakers.get(utt, "-") for utt in utt_ids]
 
 
-def _cluster_metrics(run: _Run, dev: dict[str, Any]) -> dict[str, Any]:
-    """How the dev embeddings sit around the centers (``cluster_*``); none for ce_only."""
-    centers = run.state.centers
-    if centers is None:
-        return {}
-    stats = cluster_stats(centers.centers, dev["embedding"][dev["label"] == 1], dev["embedding"][dev["label"] == 0])
-    return {f"cluster_{k}": v for k, v in stats.items() if isinstance(v, (int, float))}
-
-
 def _write_epoch(run: _Run, epoch: int, metrics: dict[str, Any], scored: _Scored) -> None:
     """The epoch recorded in the state (best so far?), then written: history line, best.pt, last.pt."""
     state = run.state
@@ -369,33 +364,6 @@ def _write_epoch(run: _Run, epoch: int, metrics: dict[str, Any], scored: _Scored
     metrics.update(best_dev_eer=state.best_dev_eer, best_epoch=state.best_epoch)
     payload = state.state_dict(dev_eer=metrics["dev_eer"], threshold=scored.threshold, norm=scored.norm)
     write_epoch(run.run_dir, metrics, payload, run.saved_config, improved=improved)
-
-
-def _init_loader(train_records: Sequence[Record], config: ExperimentConfig, cache: FeatureSource | None) -> DataLoader:
-    """The initial center pass's loader: a capped, seeded sample of bonafide training utterances.
-
-    Full utterances; with ``data.train_crop: fixed`` the training crops themselves
-    (what every epoch then trains on, and what the feature cache holds), with
-    RawBoost copies copy 0 of them.
-    """
-    bonafide = [i for i, r in enumerate(train_records) if r.label == 1]
-    sample = np.random.default_rng(config.centers.seed).permutation(len(bonafide))[: config.centers.init_max_utterances]
-    chosen = [bonafide[i] for i in sorted(sample)]
-    if config.data.train_crop == "random":
-        return make_eval_loader(
-            [train_records[i] for i in chosen], config.data, batch_size=config.train.eval_batch_size
-        )
-    if cache is not None:
-        items = cache.train_items(epoch=0)
-        dataset, collate_fn = items["dataset"], items["collate_fn"]
-    else:
-        augment = bool(config.data.rawboost_algo and config.data.augment_copies)
-        dataset, collate_fn = TrainDataset(train_records, config.data, config.train.seed, augment=augment), collate
-    return DataLoader(
-        Subset(dataset, chosen),
-        batch_sampler=LengthBucketSampler([0] * len(chosen), config.train.eval_batch_size),
-        collate_fn=collate_fn,
-    )
 
 
 def _diverged(what: str, epoch: int, step: int, index: int, batches: int) -> TrainingDiverged:

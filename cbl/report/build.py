@@ -2,10 +2,11 @@
 
 Reads only what the sweep left on disk (cbl.sweep.store), so it runs without Ray
 and while a sweep is still going. Sections: results, per-value marginals,
-importance, learning curves, then the best trial and its counterpart (the best
+importance, learning curves, embedding diagnostics per trial and epoch
+(:mod:`cbl.report.embeddings`), then the best trial and its counterpart (the best
 ``ce_only`` trial, or the best cluster-loss trial when ``ce_only`` won) on the
-eval split: DET curves, per-attack EER with seen/unseen attacks, and a 2-D
-projection of dev embeddings (also sent to TensorBoard's projector).
+eval split: DET curves, per-attack EER with seen/unseen attacks, and 2-D
+projections of dev embeddings (also sent to TensorBoard's projector).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import numpy as np
 from cbl.errors import CblError
 from cbl.report import figures
 from cbl.report.comparisons import comparison_blocks
-from cbl.report.document import Block, Bullets, Code, Heading, Image, Paragraph, Table, to_html, to_markdown
+from cbl.report.document import Bullets, Code, Heading, Paragraph, Table, Writer, to_html, to_markdown
+from cbl.report.embeddings import diagnostics_section, embedding_section
 from cbl.report.models import ModelView, analyse_trial, eer_or_nan, loss_type, write_projector
 from cbl.report.tables import (
     format_eer,
@@ -39,7 +41,7 @@ from cbl.report.tables import (
 from cbl.sweep.space import Param, parse_search_space
 from cbl.sweep.store import TrialInfo, best_epoch_line, best_trial, read_sweep, read_trials, require_experiment
 from cbl.uncertainty import format_interval
-from cbl.yamlio import atomic_write_bytes, atomic_write_text
+from cbl.yamlio import atomic_write_text
 
 __all__ = ["PROJECTOR_DIR", "REPORT_DIR", "ReportFiles", "build_report"]
 
@@ -86,23 +88,6 @@ def _short_params(trial: TrialInfo, keys: list[str]) -> str:
     return " ".join(parts)
 
 
-class _Writer:
-    """Collects blocks and figures for one report folder."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
-        self.blocks: list[Block] = []
-        self.figures: list[Path] = []
-
-    def add(self, *blocks: Block) -> None:
-        self.blocks.extend(blocks)
-
-    def figure(self, name: str, png: bytes, alt: str, caption: str = "") -> None:
-        path = atomic_write_bytes(self.out_dir / name, png)
-        self.figures.append(path)
-        self.blocks.append(Image(path, alt, caption))
-
-
 def build_report(
     experiment_dir: str | Path,
     out_dir: str | Path | None = None,
@@ -124,11 +109,12 @@ def build_report(
     params, mode, settings = _space(sweep, warnings)
     trials = read_trials(experiment_dir)
     keys = searched_keys(params, trials)
-    w = _Writer(out)
+    w = Writer(out)
     best = best_trial(trials, mode)
     _header_section(w, experiment_dir, sweep, settings, trials, mode, keys, best, warnings)
     _table_sections(w, trials, keys, {p.key: p for p in params}, mode)
     _learning_curve_section(w, trials, keys, best, mode)
+    diagnostics_section(w, rank_trials(trials, mode), keys, mode)
     projector = None
     if models and best is not None:
         try:
@@ -146,7 +132,7 @@ def build_report(
 
 
 def _header_section(
-    w: _Writer,
+    w: Writer,
     experiment_dir: Path,
     sweep: dict[str, Any],
     settings: dict[str, Any],
@@ -190,7 +176,7 @@ def _header_section(
         )
 
 
-def _table_sections(w: _Writer, trials: list[TrialInfo], keys: list[str], by_key: dict[str, Param], mode: str) -> None:
+def _table_sections(w: Writer, trials: list[TrialInfo], keys: list[str], by_key: dict[str, Param], mode: str) -> None:
     """Results, dev EER per parameter value, hyperparameter importance."""
     w.add(
         Heading(2, "Results"),
@@ -238,7 +224,7 @@ def _table_sections(w: _Writer, trials: list[TrialInfo], keys: list[str], by_key
 
 
 def _learning_curve_section(
-    w: _Writer, trials: list[TrialInfo], keys: list[str], best: TrialInfo | None, mode: str
+    w: Writer, trials: list[TrialInfo], keys: list[str], best: TrialInfo | None, mode: str
 ) -> None:
     """Dev EER per epoch of every trial, the best one marked."""
     w.add(Heading(2, "Learning curves"))
@@ -290,7 +276,7 @@ def _analyse(
     return [analyse_trial(t, role, experiment_dir, cache, max_points=max_points, echo=echo) for t, role in chosen]
 
 
-def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], keys: list[str]) -> Path:
+def _model_sections(w: Writer, experiment_dir: Path, views: list[ModelView], keys: list[str]) -> Path:
     """The best models on eval (a table, DET curves), per attack, their dev embeddings; the projector's folder."""
     seen = set().union(*(v.seen_attacks for v in views))
     w.add(
@@ -357,7 +343,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
     )
     _attack_section(w, views, per_attack, seen)
     for v in views:
-        _embedding_section(w, v)
+        embedding_section(w, v)
     projector = write_projector(experiment_dir / PROJECTOR_DIR, views)
     w.add(
         Heading(3, "TensorBoard projector"),
@@ -371,7 +357,7 @@ def _model_sections(w: _Writer, experiment_dir: Path, views: list[ModelView], ke
 
 
 def _attack_section(
-    w: _Writer, views: list[ModelView], per_attack: list[tuple[str, dict[str, float]]], seen: set[str]
+    w: Writer, views: list[ModelView], per_attack: list[tuple[str, dict[str, float]]], seen: set[str]
 ) -> None:
     """Per-attack EER of each model on eval, with whether the attack was seen in train: a table and bars."""
     attacks = sorted({a for _, eers in per_attack for a in eers if a != "pooled"}, key=natural_key)
@@ -407,39 +393,3 @@ def _attack_section(
         ),
     )
     w.figure("attack_eer_eval.png", figures.attack_bars(per_attack, seen), "per-attack EER on the eval split")
-
-
-def _embedding_section(w: _Writer, v: ModelView) -> None:
-    from sklearn.decomposition import PCA
-
-    w.add(Heading(3, f"Dev embeddings: {v.role} `{v.trial.trial_id}`"))
-    if len(v.dev_embeddings) < 3:
-        w.add(Paragraph("Too few dev embeddings for a projection."))
-        return
-    pca = PCA(n_components=2, random_state=0).fit(v.dev_embeddings)
-    ratio = pca.explained_variance_ratio_
-    centers = pca.transform(v.centers) if v.centers is not None else None
-    sample = (
-        f"{len(v.dev_embeddings)} of {v.dev_total}" if len(v.dev_embeddings) < v.dev_total else f"all {v.dev_total}"
-    )
-    title = (
-        f"Dev embeddings, {v.role} {v.trial.trial_id} ({v.loss_type}"
-        f"{f', K={len(v.centers)}' if v.centers is not None else ''}), PCA to 2-D"
-    )
-    png = figures.embedding_scatter(
-        pca.transform(v.dev_embeddings),
-        v.dev_labels,
-        v.dev_attacks,
-        v.nearest,
-        centers,
-        title,
-        (f"PC 1 ({100 * ratio[0]:.0f}% of variance)", f"PC 2 ({100 * ratio[1]:.0f}% of variance)"),
-    )
-    w.figure(
-        f"embeddings_{v.trial.trial_id}.png",
-        png,
-        f"dev embeddings of {v.trial.trial_id}",
-        f"{sample} dev utterances; the two components keep {100 * ratio.sum():.0f}% of the variance of the "
-        "unit-norm embeddings"
-        + ("." if ratio.sum() >= 0.8 else ", so distances here are only a rough view of cosine distances."),
-    )

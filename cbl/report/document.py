@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Block", "Bullets", "Code", "Heading", "Image", "Paragraph", "Table", "to_html", "to_markdown"]
+from cbl.yamlio import atomic_write_bytes
+
+__all__ = ["Block", "Bullets", "Code", "Heading", "Image", "Paragraph", "Table", "Writer", "to_html", "to_markdown"]
 
 
 @dataclass
@@ -152,3 +154,20 @@ def to_html(blocks: Sequence[Block], title: str) -> str:
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
         f"<style>{_STYLE}</style>\n</head>\n<body>\n{body}\n</body>\n</html>\n"
     )
+
+
+class Writer:
+    """Collects blocks and figures for one report folder."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.blocks: list[Block] = []
+        self.figures: list[Path] = []
+
+    def add(self, *blocks: Block) -> None:
+        self.blocks.extend(blocks)
+
+    def figure(self, name: str, png: bytes, alt: str, caption: str = "") -> None:
+        path = atomic_write_bytes(self.out_dir / name, png)
+        self.figures.append(path)
+        self.blocks.append(Image(path, alt, caption))

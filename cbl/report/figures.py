@@ -23,7 +23,17 @@ from matplotlib.ticker import FixedLocator, MaxNLocator, NullLocator
 from cbl.metrics import compute_det_curve, compute_eer
 from cbl.report.tables import natural_key
 
-__all__ = ["attack_bars", "det_curves", "embedding_scatter", "importance_bars", "learning_curves"]
+__all__ = [
+    "ablation_panels",
+    "attack_bars",
+    "det_curves",
+    "distinct_colours",
+    "embedding_scatter",
+    "importance_bars",
+    "keep_legend",
+    "learning_curves",
+    "png_bytes",
+]
 
 _DPI = 100
 # line style and end marker per trial state: an early-stopped trial must look cut, not finished
@@ -35,19 +45,19 @@ _STATE_STYLE: dict[str, tuple[Any, str | None]] = {
 }
 
 
-def _png(fig: Figure) -> bytes:
+def png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI, bbox_inches="tight")
     return buffer.getvalue()
 
 
-def _keep(ax: Any, legend: Any) -> None:
+def keep_legend(ax: Any, legend: Any) -> None:
     """Keep a first legend when a second one follows; unclipped, so a legend outside the axes is not cut off."""
     ax.add_artist(legend)
     legend.set_clip_on(False)
 
 
-def _colours(n: int, palette: str = "tab10") -> list[Any]:
+def distinct_colours(n: int, palette: str = "tab10") -> list[Any]:
     """n distinct colours: a qualitative palette while it lasts, then samples of a continuous map."""
     if n > 10 and palette == "tab10":
         palette = "tab20"
@@ -80,7 +90,7 @@ def learning_curves(
             alpha=0.25,
             linewidth=0,
         )
-    palette = _colours(len(curves))
+    palette = distinct_colours(len(curves))
     for (label, state, epochs, eers), colour in zip(curves, palette, strict=True):
         if not epochs:
             continue
@@ -105,7 +115,7 @@ def learning_curves(
         bbox_to_anchor=(1.01, 1.0),
         ncol=1 if len(curves) <= 16 else 2,
     )
-    _keep(ax, trials_legend)
+    keep_legend(ax, trials_legend)
     drawn = {state for _, state, epochs, _ in curves if epochs and state in _STATE_STYLE}
     states = sorted(drawn, key=list(_STATE_STYLE).index)
     handles = [
@@ -129,7 +139,7 @@ def learning_curves(
     ax.legend(
         handles=handles, title="state", fontsize=8, title_fontsize=9, loc="lower left", bbox_to_anchor=(1.01, 0.0)
     )
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def importance_bars(importance: dict[str, float], trials: int) -> bytes:
@@ -150,7 +160,33 @@ def importance_bars(importance: dict[str, float], trials: int) -> bytes:
     ax.set_ylabel("parameter")
     ax.set_title("Hyperparameter importance for dev EER")
     ax.legend(loc="lower right", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
+
+
+def ablation_panels(panels: Sequence[tuple[str, Sequence[tuple[str, float, float]]]], title: str) -> bytes:
+    """One panel per single-parameter ablation: best and last-epoch dev EER for each value.
+
+    panels: (parameter, [(value label, best dev EER, last-epoch dev EER), ...]), EERs in [0, 1].
+    """
+    fig = Figure(figsize=(4.2 * max(1, len(panels)), 4.6))
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for ax, (parameter, values) in zip(axes, panels, strict=True):
+        x = np.arange(len(values))
+        best = [100 * b for _, b, _ in values]
+        last = [100 * last for _, _, last in values]
+        bars = ax.bar(x - 0.2, best, 0.4, color="tab:blue", edgecolor="black", linewidth=0.5, label="best epoch")
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in best], fontsize=8, padding=1)
+        bars = ax.bar(x + 0.2, last, 0.4, color="tab:orange", edgecolor="black", linewidth=0.5, label="last epoch")
+        ax.bar_label(bars, labels=[f"{v:.1f}" for v in last], fontsize=8, padding=1)
+        ax.set_xticks(x, [label for label, _, _ in values], fontsize=9)
+        ax.set_xlabel(parameter)
+        ax.set_ylabel("dev EER [%]")
+        ax.margins(y=0.18)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(parameter, fontsize=10)
+    axes[0].legend(fontsize=8, loc="upper left")
+    fig.suptitle(title, fontsize=11)
+    return png_bytes(fig)
 
 
 # --------------------------------------------------------------------------- models
@@ -170,7 +206,7 @@ def det_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], split: str 
     def probit(rate: Any) -> Any:  # (N,) rates or one rate, on the probit axis
         return norm.ppf(np.clip(rate, low, high))
 
-    for (label, bonafide, spoof), colour in zip(curves, _colours(len(curves)), strict=True):
+    for (label, bonafide, spoof), colour in zip(curves, distinct_colours(len(curves)), strict=True):
         frr, far, _ = compute_det_curve(bonafide, spoof)
         eer, _ = compute_eer(bonafide, spoof)
         ax.plot(probit(far), probit(frr), color=colour, linewidth=2, label=f"{label}: EER {100 * eer:.2f}%")
@@ -197,7 +233,7 @@ def det_curves(curves: Sequence[tuple[str, np.ndarray, np.ndarray]], split: str 
     ax.set_ylabel("miss rate: bonafide rejected [%]")
     ax.set_title(f"DET curves on the {split} split (probit axes)")
     ax.legend(loc="upper right", fontsize=8)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def attack_bars(models: Sequence[tuple[str, dict[str, float]]], seen: set[str]) -> bytes:
@@ -212,7 +248,7 @@ def attack_bars(models: Sequence[tuple[str, dict[str, float]]], seen: set[str]) 
     width = 0.8 / max(1, len(models))
     x = np.arange(len(ordered))
     annotate = len(ordered) * len(models) <= 24
-    for m, ((label, rows), colour) in enumerate(zip(models, _colours(len(models)), strict=True)):
+    for m, ((label, rows), colour) in enumerate(zip(models, distinct_colours(len(models)), strict=True)):
         heights = [100 * rows.get(a, math.nan) for a in ordered]
         hatches = ["//" if a not in seen and a != "pooled" else "" for a in ordered]
         bars = ax.bar(
@@ -248,7 +284,7 @@ def attack_bars(models: Sequence[tuple[str, dict[str, float]]], seen: set[str]) 
     handles.append(Patch(facecolor="white", edgecolor="black", hatch="//", label="attack unseen in training"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def embedding_scatter(
@@ -277,21 +313,22 @@ def embedding_scatter(
         bbox_to_anchor=(1.01, 1.0),
         ncol=1 if len(bona_handles) <= 12 else 2,
     )
-    _keep(ax, first)
-    ax.legend(
-        handles=spoof_handles,
-        title="spoof, by attack",
-        fontsize=8,
-        title_fontsize=9,
-        loc="lower left",
-        bbox_to_anchor=(1.01, 0.0),
-        ncol=1 if len(spoof_handles) <= 12 else 2,
-    )
+    keep_legend(ax, first)
+    if spoof_handles:  # none in the bonafide-only projection
+        ax.legend(
+            handles=spoof_handles,
+            title="spoof, by attack",
+            fontsize=8,
+            title_fontsize=9,
+            loc="lower left",
+            bbox_to_anchor=(1.01, 0.0),
+            ncol=1 if len(spoof_handles) <= 12 else 2,
+        )
     ax.set_xlabel(axis_labels[0])
     ax.set_ylabel(axis_labels[1])
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _bonafide_points(
@@ -301,7 +338,7 @@ def _bonafide_points(
     their legend handles and the legend's title."""
     bona_handles: list[Any] = []
     if nearest is not None and centers is not None:
-        cluster_colours = _colours(len(centers))
+        cluster_colours = distinct_colours(len(centers))
         for k, colour in enumerate(cluster_colours):
             mask = bonafide & (nearest == k)
             handle = ax.scatter(
@@ -359,7 +396,7 @@ def _spoof_points(ax: Any, points: np.ndarray, labels: np.ndarray, attacks: Sequ
     spoof_kinds = sorted({a for a, label in zip(attacks, labels, strict=True) if label == 0}, key=natural_key)
     spoof_handles = []
     for attack, colour in zip(
-        spoof_kinds, _colours(len(spoof_kinds), "Dark2" if len(spoof_kinds) <= 8 else "tab20"), strict=True
+        spoof_kinds, distinct_colours(len(spoof_kinds), "Dark2" if len(spoof_kinds) <= 8 else "tab20"), strict=True
     ):
         mask = (labels == 0) & (attack_array == attack)
         spoof_handles.append(

@@ -36,6 +36,7 @@ __all__ = [
     "TrialInfo",
     "best_epoch_line",
     "best_trial",
+    "diagnostics_cells",
     "format_param",
     "format_status_table",
     "read_sweep",
@@ -154,13 +155,44 @@ def best_epoch_line(trial: TrialInfo) -> dict[str, Any]:
     return next((h for h in trial.history if h.get("epoch") == trial.best_epoch), {})
 
 
+def diagnostics_cells(metrics: dict[str, Any] | None) -> list[str]:
+    """The status table's diagnostics of one epoch: empty centers, bonafide/spoof similarity, spread ("-" if absent).
+
+    ``empty``: centers holding no dev bonafide, of K; ``sim b/s``: mean cosine of
+    dev bonafide and spoof to the nearest center; ``mean cos``: mean pairwise
+    cosine of all dev embeddings (near 1 = collapsed); ``rank``: their effective rank.
+    """
+    metrics = metrics or {}
+    sizes = metrics.get("cluster_sizes")
+    empty = (
+        f"{metrics['cluster_empty_clusters']}/{len(sizes)}"
+        if isinstance(sizes, list) and "cluster_empty_clusters" in metrics
+        else "-"
+    )
+    bonafide, spoof = metrics.get("cluster_bonafide_similarity"), metrics.get("cluster_spoof_similarity")
+    similarity = f"{bonafide:.2f}/{spoof:.2f}" if isinstance(bonafide, float) and isinstance(spoof, float) else "-"
+    cosine, rank = metrics.get("embedding_mean_cosine"), metrics.get("embedding_effective_rank")
+    return [
+        empty,
+        similarity,
+        f"{cosine:.2f}" if isinstance(cosine, float) else "-",
+        f"{rank:.1f}" if isinstance(rank, float) else "-",
+    ]
+
+
+DIAGNOSTICS_HEADER = ["empty", "sim b/s", "mean cos", "rank"]
+
+
 def format_status_table(
     trials: list[TrialInfo], mode: str = "min", total: int | None = None, vs_best: dict[str, str] | None = None
 ) -> str:
-    """A plain-text table of trials sorted by best dev EER, with its 95% CI; ``vs_best``: trial id -> that column."""
+    """A plain-text table of trials sorted by best dev EER, with its 95% CI and the last epoch's diagnostics.
+
+    ``vs_best``: trial id -> that column.
+    """
     keys = sorted({k for t in trials for k in t.params})
     compared = ["vs best: points [95% CI] p"] if vs_best else []
-    header = ["trial", "state", "epochs", "best dev EER", "95% CI", "@epoch", *compared, *keys]
+    header = ["trial", "state", "epochs", "best dev EER", "95% CI", "@epoch", *compared, *DIAGNOSTICS_HEADER, *keys]
     rows = [header]
     for t in sorted(trials, key=lambda t: _sort_key(t, mode)):
         eer = "-" if math.isnan(t.best_dev_eer) else f"{100 * t.best_dev_eer:.2f}%"
@@ -173,6 +205,7 @@ def format_status_table(
                 format_range(best_epoch_line(t)) or "-",
                 str(t.best_epoch) if t.epochs else "-",
                 *([vs_best.get(t.trial_id, "")] if vs_best else []),
+                *diagnostics_cells(t.history[-1] if t.history else None),
                 *(format_param(t.params[k]) if k in t.params else "-" for k in keys),
             ]
         )
