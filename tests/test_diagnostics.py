@@ -216,9 +216,10 @@ def test_status_table_shows_the_last_epochs_diagnostics_and_run_warns_once(tmp_p
         trial("aaaa0002", [{"dev_eer": 0.45, **collapsed_metrics()}], tmp_path),
     ]
     table = format_status_table(trials).splitlines()
-    assert table[0].split()[7:13] == ["empty", "sim", "b/s", "mean", "cos", "rank"]
-    assert table[1].split()[:9] == ["aaaa0001", "finished", "2", "10.00%", "1", "1/4", "0.86/0.12", "0.31", "7.2"]
-    assert table[2].split()[5:8] == ["8/10", "1.00/1.00", "1.00"]
+    assert table[0].split()[6:15] == ["95%", "CI", "@epoch", "empty", "sim", "b/s", "mean", "cos", "rank"]
+    # no dev_eer_low/high in these histories: the CI cell is "-"
+    assert table[1].split()[:10] == ["aaaa0001", "finished", "2", "10.00%", "-", "1", "1/4", "0.86/0.12", "0.31", "7.2"]
+    assert table[2].split()[6:9] == ["8/10", "1.00/1.00", "1.00"]
     line = sweep_collapse_warning(trials)
     assert line is not None and "\n" not in line
     assert line.startswith("warning: 1 of 2 trials ended with a collapsed embedding (aaaa0002;")

@@ -73,9 +73,12 @@ def test_grid_sweep_end_to_end(grid_sweep):
     assert summary["trial_id"] == best.trial_id
     eer = summary["selection"]["eer"]
     assert summary["eers"] == [] and summary["mean_eer"] is None  # no fresh seeds by default
+    # the selection run's eval EER with its 95% bootstrap interval, printed and in the summary
+    low, high = summary["selection"]["eer_low"], summary["selection"]["eer_high"]
+    assert 0 <= low <= eer <= high <= 1
     assert (
-        f"selection run (trial {best.trial_id}, seed 0): eval EER {100 * eer:.2f}% (optimistically biased"
-        in result.output
+        f"selection run (trial {best.trial_id}, seed 0): eval EER {100 * eer:.2f}%, "
+        f"95% CI {100 * low:.2f}-{100 * high:.2f}% (optimistically biased" in result.output
     )
     scores = (experiment / "final_eval" / "scores-eval-seed0.txt").read_text().splitlines()
     assert len(scores) == 40 and all(len(line.split()) == 2 for line in scores)

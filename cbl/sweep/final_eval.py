@@ -53,6 +53,7 @@ class FinalEval:
     min_tdcf: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> {form: min t-DCF}, ASV given
     score_files: list[str] = field(default_factory=list)  # the selection run's first
     attack_table: str = ""  # the selection run's per-attack and condition tables
+    selection_interval: dict[str, float | int] = field(default_factory=dict)  # eer_low/eer_high/eer_ci_speakers
 
     @property
     def mean(self) -> float | None:
@@ -79,9 +80,11 @@ class FinalEval:
         if self.selection is None:
             return f"final {self.target}: nothing evaluated"
         seed, eer = self.selection
+        interval = format_interval(self.selection_interval, prefix="eer")
         lines = [
             f"selection run (trial {self.trial_id}, seed {seed}): {self.target} EER {100 * eer:.2f}%"
-            f"{self._tdcf(seed)} (optimistically biased: this run won the selection on dev)"
+            f"{', ' + interval if interval else ''}{self._tdcf(seed)} (optimistically biased: this run won the "
+            "selection on dev)"
         ]
         mean, std = self.mean, self.std
         if mean is None:
@@ -157,6 +160,7 @@ def final_evaluation(
             raise CblError(f"{target}: the protocol does not hold both bonafide and spoof labels, so no EER")
         if selection:
             result.selection = (run_seed, float(evaluated.eer))
+            result.selection_interval = dict(evaluated.interval)
             result.attack_table = result_tables(evaluated)
         else:
             result.eers.append((run_seed, float(evaluated.eer)))
@@ -172,7 +176,11 @@ def final_evaluation(
         "dev_eer": best.best_dev_eer,
         "dev_epoch": best.best_epoch,
         "target": target,
-        "selection": {"seed": result.selection[0], "eer": result.selection[1]} if result.selection else None,
+        "selection": (
+            {"seed": result.selection[0], "eer": result.selection[1], **result.selection_interval}
+            if result.selection
+            else None
+        ),
         "eers": result.eers,
         "mean_eer": result.mean,
         "std_eer": result.std,
