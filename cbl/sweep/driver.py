@@ -19,8 +19,10 @@ import ray
 from ray import tune
 from ray.tune import Callback
 
+from cbl.engine.run_dir import read_history
 from cbl.errors import CblError
 from cbl.sweep.asha import PersistentASHA
+from cbl.sweep.retention import prune_experiment
 from cbl.sweep.sampling import total_trials
 from cbl.sweep.searchers import build_searcher
 from cbl.sweep.settings import SweepSettings
@@ -70,10 +72,12 @@ class TrialLines(Callback):
     epoch count tells them apart (``stopped`` below ``max_t``).
     """
 
-    def __init__(self, experiment_dir: str, total: int, max_t: int) -> None:
+    def __init__(self, experiment_dir: str, total: int, max_t: int, keep_best: int = 3, mode: str = "min") -> None:
         self.experiment_dir = Path(experiment_dir)
         self.total = total
         self.max_t = max_t
+        self.keep_best = keep_best
+        self.mode = mode
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         params = ", ".join(f"{k.split('.')[-1]}={format_param(v)}" for k, v in (trial.config or {}).items())
@@ -84,12 +88,21 @@ class TrialLines(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         path = trial_dir(self.experiment_dir, trial.trial_id)
-        epochs = int((trial.last_result or {}).get("epoch", 0))
+        # a trial re-run after a resume returns without reporting: its own history says how far it got
+        epochs = max(int((trial.last_result or {}).get("epoch", 0)), len(read_history(path)))
         state = "finished" if epochs >= self.max_t else "stopped"
         if path.exists():
-            write_trial_state(path, state=state)
+            write_trial_state(path, state=state)  # first: pruning decides by what the store says
         _echo(f"[{trial.trial_id}] {state} after {epochs} epoch(s)")
+        self._prune()
         self._summary(trials, trial)
+
+    def _prune(self) -> None:
+        """The retention policy after a trial ended; a failure is a warning line, never the sweep's end."""
+        try:
+            prune_experiment(self.experiment_dir, self.keep_best, self.mode)
+        except OSError as exc:
+            _echo(f"warning: pruning checkpoints failed ({exc}); `cbl-search prune` retries it")
 
     def _summary(self, trials, ended) -> None:
         """The live state of the sweep in one line: counts and the best trial so far."""
@@ -106,9 +119,10 @@ class TrialLines(Callback):
         path = trial_dir(self.experiment_dir, trial.trial_id)
         reason = "see the trial's error.txt in Ray's trial folder"
         if path.exists():
-            write_trial_state(path, state="error")
+            write_trial_state(path, state="error", ended=True)  # no retry left (Ray calls on_trial_recover else)
             reason = json.loads((path / "trial.json").read_text()).get("error") or reason
         _echo(f"[{trial.trial_id}] error: {reason}")
+        self._prune()
         self._summary(trials, trial)
 
 
@@ -144,7 +158,7 @@ def build_tuner(settings: SweepSettings, spec: SearchSpace) -> tuple[Any, tune.T
         name=experiment_dir.name,
         storage_path=str(experiment_dir.parent),
         verbose=0,
-        callbacks=[TrialLines(str(experiment_dir), total, max_t)],
+        callbacks=[TrialLines(str(experiment_dir), total, max_t, spec.keep_best, spec.mode)],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )
     return trainable, tune_config, run_config
@@ -182,6 +196,7 @@ def run_sweep(
     sys.stdout.flush()
     ended = (results[i] for i in range(len(results)))
     mark_lost_trials(experiment_dir, {Path(r.path).name.removeprefix("trial_") for r in ended if r.path})
+    prune_experiment(experiment_dir, spec.keep_best, spec.mode)  # lost trials, and a pass a kill cut short
 
 
 def mark_lost_trials(experiment_dir: Path, known: set[str]) -> None:

@@ -10,6 +10,7 @@ report = one ASHA step).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -39,12 +40,16 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     path = trial_dir(experiment_dir, trial_id)
     if was_stopped(experiment_dir, trial_id):
         return  # ASHA stopped it before the interruption: keep that decision, train nothing more
+    if _state(path) in ("finished", "stopped"):
+        # it ended after Ray's last snapshot: done, and its optimizer state may be pruned already
+        return
     sampled = dict(config)
     write_trial_state(
         path,
         trial_id=trial_id,
         params=sampled,
         state="running",
+        ended=False,  # set by the driver when no retry is left (cbl.sweep.retention prunes it then)
         error="",
         node_id=ray.get_runtime_context().get_node_id(),
         host=os.uname().nodename,
@@ -61,3 +66,10 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         write_trial_state(path, state="error", error=reason)
         raise
     write_trial_state(path, state="finished", best_dev_eer=result.best_dev_eer, best_epoch=result.best_epoch)
+
+
+def _state(path: Path) -> str:
+    try:
+        return str(json.loads((path / "trial.json").read_text()).get("state", ""))
+    except (OSError, ValueError):
+        return ""
