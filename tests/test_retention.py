@@ -110,3 +110,50 @@ def test_pruning_cut_short_is_finished_by_the_next_pass(experiment):
 def test_keep_best_below_one_is_refused(experiment):
     with pytest.raises(ValueError, match="keep_best is 0, but must be >= 1"):
         plan_prune(experiment, keep_best=0)
+
+
+# ---------------------------------------------------------------- cbl-search prune
+
+
+def prune_cli(*args: str):
+    from click.testing import CliRunner
+
+    from cbl.cli import cli
+
+    return CliRunner().invoke(cli, ["prune", *args])
+
+
+def test_prune_command_applies_the_policy_and_says_what_it_freed(experiment):
+    dry = prune_cli(str(experiment), "--keep-best", "2", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "would remove trials/d_worst/checkpoints/best.pt" in dry.output and "would free 2.1 kB" in dry.output
+    assert (experiment / "trials" / "d_worst" / "checkpoints" / "best.pt").is_file()  # a dry run removes nothing
+    result = prune_cli(str(experiment), "--keep-best", "2")
+    assert result.exit_code == 0, result.output
+    # the sweep is not finished: e_error's own error may be retried on resume, so it is left alone
+    assert "pruned 9 checkpoint file(s), freed 2.1 kB; best.pt kept for 2 trial(s) (e_error, a_best)" in result.output
+    assert files(experiment / "trials" / "e_error") == {"best.pt", "last.pt"}
+    again = prune_cli(str(experiment))
+    assert again.exit_code == 0 and "freed 0 B" in again.output
+
+
+def test_prune_command_on_a_finished_sweep_treats_every_error_as_final(experiment):
+    write_sweep(experiment, {"state": "finished", "total_trials": 6})
+    assert prune_cli(str(experiment), "--keep-best", "1").exit_code == 0
+    assert files(experiment / "trials" / "e_error") == {"best.pt"}
+
+
+def test_prune_command_refuses_bad_input_with_exit_2(experiment, tmp_path):
+    bad = prune_cli(str(experiment), "--keep-best", "0")
+    assert bad.exit_code == 2 and "0 is not in the range x>=1" in bad.output
+    (tmp_path / "plain").mkdir()
+    plain = prune_cli(str(tmp_path / "plain"))
+    assert plain.exit_code == 2 and "not a cbl experiment folder" in plain.output
+
+
+def test_prune_command_refuses_an_experiment_a_driver_is_running_on(experiment):
+    from cbl.sweep.lock import experiment_lock
+
+    with experiment_lock(experiment):
+        result = prune_cli(str(experiment))
+    assert result.exit_code == 2 and "a sweep is already running on this experiment" in result.output
