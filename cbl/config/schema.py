@@ -164,6 +164,9 @@ class TrainConfig:
     # reuse it every epoch and in every trial of a sweep (needs data.train_crop=fixed, data.rawboost_algo=0)
     feature_cache: bool = False
     feature_cache_dir: str = ""  # "" = <run folder>/feature_cache, or <experiment>/feature_cache in a sweep
+    # frozen parameters (feature encoder, or the whole SSL model with freeze_ssl) are written once here, by the
+    # hash of their weights, instead of into every checkpoint: "" = <run folder>/frozen, <experiment>/frozen in a sweep
+    frozen_dir: str = ""
 
 
 @dataclass

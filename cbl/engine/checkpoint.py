@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from cbl.config import ExperimentConfig, config_from_dict, config_to_dict
+from cbl.engine.frozen import FrozenWeightsError, join_frozen
 from cbl.errors import CblError, join_first
 from cbl.yamlio import atomic_write_bytes
 
@@ -109,6 +110,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Exper
         ) from None
     if not isinstance(payload, dict) or "model" not in payload or "config" not in payload:
         raise CheckpointError(f"{p}: not a cbl checkpoint (no model state or config inside)")
+    try:
+        payload = join_frozen(payload, p)  # frozen parameters stored once (cbl.engine.frozen); none: as it is
+    except FrozenWeightsError as exc:
+        raise CheckpointError(f"{p}: {exc}") from None
     try:
         config = config_from_dict(payload["config"])
     except CblError as exc:

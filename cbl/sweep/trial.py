@@ -19,6 +19,7 @@ import ray
 from ray import tune
 
 from cbl.engine import fit
+from cbl.engine.frozen import FROZEN_DIR
 from cbl.sweep.asha import was_stopped
 from cbl.sweep.settings import SweepSettings
 from cbl.sweep.store import trial_dir, write_trial_state
@@ -59,6 +60,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     trial_config = sweep.trial_config(sampled)
     if trial_config.train.feature_cache and not trial_config.train.feature_cache_dir:
         trial_config.train.feature_cache_dir = str(experiment_dir / "feature_cache")  # one cache for every trial
+    if not trial_config.train.frozen_dir:
+        trial_config.train.frozen_dir = str(experiment_dir / FROZEN_DIR)  # frozen weights once per experiment
     try:
         result = fit(trial_config, _TuneReporter(), path, cpus=cpus)
     except Exception as exc:
