@@ -81,6 +81,7 @@ def test_grid_sweep_end_to_end(grid_sweep):
     scores = (experiment / "final_eval" / "scores-eval-seed0.txt").read_text().splitlines()
     assert len(scores) == 40 and all(len(line.split()) == 2 for line in scores)
     assert "tensorboard --logdir" in result.output
+    assert "checkpoint disk: at most " in result.output  # the estimate, before the first trial
 
 
 @pytest.mark.ray

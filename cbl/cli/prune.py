@@ -24,9 +24,10 @@ def prune_command(experiment_dir: Path, keep_best: int | None, dry_run: bool) ->
     Ended trials lose their optimizer state (last.pt, previous.pt); only the best K keep best.pt, and
     the final evaluation's trial always does. Running or resumable trials are not touched.
     """
+    from cbl.engine.footprint import format_bytes
     from cbl.errors import CblError
     from cbl.sweep.lock import experiment_lock
-    from cbl.sweep.retention import format_bytes, plan_prune, prune_experiment
+    from cbl.sweep.retention import plan_prune, prune_experiment
     from cbl.sweep.settings import SweepSettings
     from cbl.sweep.store import read_sweep, require_experiment
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from cbl.config import ExperimentConfig, config_from_dict, config_to_dict
+from cbl.engine.diskspace import require_free_space
 from cbl.engine.frozen import FrozenWeightsError, join_frozen
 from cbl.errors import CblError, join_first
 from cbl.yamlio import atomic_write_bytes
@@ -60,6 +61,7 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any], confi
     """Serialise ``payload`` plus the resolved config to ``path`` (temporary name, then rename)."""
     buffer = io.BytesIO()
     torch.save({**payload, "config": config_to_dict(config), "format_version": FORMAT_VERSION}, buffer)
+    require_free_space(Path(path), buffer.getbuffer().nbytes)  # a clear error, not a disk full mid-file
     return atomic_write_bytes(path, buffer.getvalue())
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cbl.engine.diskspace import require_free_space
 from cbl.errors import CblError
 from cbl.yamlio import atomic_write_bytes
 
@@ -88,6 +89,7 @@ def split_frozen(payload: dict[str, Any], model: nn.Module, store: Path, checkpo
     if not path.is_file():
         buffer = io.BytesIO()
         torch.save({"sha256": digest, "tensors": {k: v.detach().cpu() for k, v in frozen.items()}}, buffer)
+        require_free_space(path, buffer.getbuffer().nbytes)
         atomic_write_bytes(path, buffer.getvalue())
     reference = {"sha256": digest, "keys": sorted(names), "file": os.path.relpath(path, checkpoint_dir)}
     kept = {k: v for k, v in state.items() if k not in frozen}

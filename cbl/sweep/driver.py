@@ -22,6 +22,7 @@ from ray.tune import Callback
 from cbl.engine.run_dir import read_history
 from cbl.errors import CblError
 from cbl.sweep.asha import PersistentASHA
+from cbl.sweep.budget import concurrent_trials, local_gpu_memory, say_budget
 from cbl.sweep.retention import prune_experiment
 from cbl.sweep.sampling import total_trials
 from cbl.sweep.searchers import build_searcher
@@ -172,8 +173,11 @@ def run_sweep(
     settings: SweepSettings, spec: SearchSpace, *, address: str | None, resume: bool, retry_errored: bool = False
 ) -> None:
     """Run (or resume) the sweep to completion; returns when every trial has ended."""
-    start_ray(address, spec)
+    resources = start_ray(address, spec)
     experiment_dir = Path(settings.experiment_dir)
+    # the disk and GPU memory the trials need, before the first starts (a packing that cannot fit: refused)
+    concurrent = concurrent_trials(spec, resources, total_trials(spec))
+    say_budget(settings.trial_config({}), spec, experiment_dir, concurrent, _echo, local_gpu_memory())
     trainable, tune_config, run_config = build_tuner(settings, spec)
     if resume and tune.Tuner.can_restore(str(experiment_dir)):
         tuner = tune.Tuner.restore(

@@ -25,10 +25,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cbl.engine.footprint import format_bytes
 from cbl.engine.run_dir import CHECKPOINTS, LAST, PREVIOUS
 from cbl.sweep.store import TrialInfo, rank_trials, read_trials
 
-__all__ = ["ENDED_STATES", "PruneResult", "format_bytes", "has_ended", "plan_prune", "prune_experiment"]
+__all__ = ["ENDED_STATES", "PruneResult", "has_ended", "plan_prune", "prune_experiment"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +52,6 @@ class PruneResult:
             f"best.pt kept for {len(self.kept_best)} trial(s)"
             + (f" ({', '.join(self.kept_best)})" if self.kept_best else "")
         )
-
-
-def format_bytes(size: float) -> str:
-    """``1.26 GB``: decimal units, 3 significant digits."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:.3g} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{size:.3g} TB"  # unreachable: the loop returns at TB
 
 
 def _final_eval_trials(experiment_dir: Path) -> set[str]:
