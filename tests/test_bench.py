@@ -127,7 +127,8 @@ def test_out_that_is_a_folder_exits_2(tmp_path):
 
 def test_parse_only_keeps_table_order():
     assert parse_only("memory,cluster_loss") == ["cluster_loss", "memory"]
-    assert parse_only(None) == [name for name in MEASUREMENTS if name != "full_size"]  # ~10 GB: opt-in
+    opt_in = ("full_size", "checkpoint_disk")  # ~10 GB each
+    assert parse_only(None) == [name for name in MEASUREMENTS if name not in opt_in]
     assert parse_only("full_size") == ["full_size"]
     with pytest.raises(UsageError, match="expected some of: cluster_loss"):
         parse_only("x")
@@ -146,3 +147,31 @@ def test_replay_finds_the_best_config_and_is_deterministic():
     assert first["reached"] and 1 <= first["epochs"] <= 2 * 6 * 4
     for tell in ("complete", "pruned"):
         assert replay_search(curves, grid, seed=0, tell=tell, max_t=4)["reached"]
+
+
+def test_the_disk_simulation_follows_asha_and_the_retention_policy():
+    from cbl.bench.disk import ABLATION, Lifecycle, simulate_sweep_disk
+
+    resume, best = 12, 4  # bytes per file: the ratios of XLS-R's (AdamW state: 3x the weights)
+    kept_all, epochs = simulate_sweep_disk(Lifecycle(prune=False), resume, best)
+    pruned, same_epochs = simulate_sweep_disk(ABLATION, resume, best, frozen=1)
+    assert epochs == same_epochs and len(epochs) == 24 and max(epochs) == 10
+    assert sum(e == 1 for e in epochs) >= 12  # ASHA stops most trials at its first rung
+    # everything kept: the end state, plus the temporary copy of the last best.pt written over an old one
+    assert kept_all == sum(min(e, 2) * resume + best for e in epochs) + best
+    # pruned: at most 4 running trials (last + previous + best, a write in progress) + 3 kept best.pt + the store
+    assert pruned <= 4 * (2 * resume + best) + resume + 3 * best + 1 and pruned < kept_all / 3
+    one_at_a_time, _ = simulate_sweep_disk(Lifecycle(concurrent=1), resume, best)
+    assert one_at_a_time <= 2 * resume + best + resume + 3 * best
+
+
+@pytest.mark.slow
+def test_checkpoint_disk_rows_measure_before_and_after(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run("bench", "--size", "tiny", "--only", "checkpoint_disk", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"11a", "11b", "11c", "11d"}
+    for row in ("11a", "11b", "11c"):
+        assert 0 < rows[row]["a"] < rows[row]["b"], rows[row]  # after < before
+    assert rows["11d"]["a"] > 100  # MiB: a training process's peak RSS
