@@ -156,12 +156,12 @@ def measure_checkpoint_disk(ctx: BenchContext) -> list[Row]:
     peak_rss = next(r.a for r in rows if r.id == "10.mem")
     epoch_note = f"{sum(epochs)} trial-epochs, {sum(e == 1 for e in epochs)} of 24 trials stopped at epoch 1"
     return [
-        Row("11a", "last.pt (weights + AdamW), XLS-R-sized", "after", last, "before", last_before, "B",
+        Row("11a", "last.pt (weights + AdamW), XLS-R-sized", "after", last / 1e9, "before", last_before / 1e9, "GB",
             note=f"{format_bytes(last)} vs {format_bytes(last_before)}; frozen weights {format_bytes(frozen)} once"),
-        Row("11b", "best.pt, XLS-R-sized", "after", best, "before", best_before, "B",
+        Row("11b", "best.pt, XLS-R-sized", "after", best / 1e9, "before", best_before / 1e9, "GB",
             note=f"{format_bytes(best)} vs {format_bytes(best_before)}"),
         Row("11c", "24-trial ablation, 4 at once: peak checkpoint disk (simulated lifecycle, measured sizes)",
-            "after", after, "before", before, "B", target="after <= 25 GB", met=after <= TARGET_BYTES,
+            "after", after / 1e9, "before", before / 1e9, "GB", target="after <= 25 GB", met=after <= TARGET_BYTES,
             note=f"{format_bytes(after)} vs {format_bytes(before)} (everything kept); {epoch_note}"),
         Row("11d", "one XLS-R-sized trial: peak RSS (cbl-search train, batch 2)", "peak", peak_rss, "", None,
             "MiB", note="row 10's run"),
