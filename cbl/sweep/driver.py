@@ -99,11 +99,7 @@ class TrialLines(Callback):
         self._summary(trials, trial)
 
     def _prune(self) -> None:
-        """The retention policy after a trial ended; a failure is a warning line, never the sweep's end."""
-        try:
-            prune_experiment(self.experiment_dir, self.keep_best, self.mode)
-        except OSError as exc:
-            _echo(f"warning: pruning checkpoints failed ({exc}); `cbl-search prune` retries it")
+        _prune_quietly(self.experiment_dir, self.keep_best, self.mode)
 
     def _summary(self, trials, ended) -> None:
         """The live state of the sweep in one line: counts and the best trial so far."""
@@ -129,6 +125,14 @@ class TrialLines(Callback):
 
 def _echo(line: str) -> None:
     print(line, flush=True)
+
+
+def _prune_quietly(experiment_dir: Path, keep_best: int, mode: str) -> None:
+    """The retention policy now; a failure is a warning line, never the sweep's end."""
+    try:
+        prune_experiment(experiment_dir, keep_best, mode)
+    except OSError as exc:
+        _echo(f"warning: pruning checkpoints failed ({exc}); `cbl-search prune` retries it")
 
 
 def build_tuner(settings: SweepSettings, spec: SearchSpace) -> tuple[Any, tune.TuneConfig, tune.RunConfig]:
@@ -200,7 +204,7 @@ def run_sweep(
     sys.stdout.flush()
     ended = (results[i] for i in range(len(results)))
     mark_lost_trials(experiment_dir, {Path(r.path).name.removeprefix("trial_") for r in ended if r.path})
-    prune_experiment(experiment_dir, spec.keep_best, spec.mode)  # lost trials, and a pass a kill cut short
+    _prune_quietly(experiment_dir, spec.keep_best, spec.mode)  # lost trials, and a pass a kill cut short
 
 
 def mark_lost_trials(experiment_dir: Path, known: set[str]) -> None:
