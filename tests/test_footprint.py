@@ -56,7 +56,7 @@ def test_checkpoint_sizes_match_the_files_training_writes(tmp_path):
     written = {p.name: p.stat().st_size for p in (tmp_path / "checkpoints").iterdir()}
     (frozen,) = (tmp_path / "frozen").glob("*.pt")
     # the estimate counts tensors only: the files add the config, RNG states, centers and pickle framing
-    for name, estimate in (("last.pt", sizes.resume), ("previous.pt", sizes.resume), ("best.pt", sizes.best)):
+    for name, estimate in (("last.pt", sizes.resume), ("best.pt", sizes.best)):
         assert estimate <= written[name] <= estimate * 1.15 + 40_000, (name, estimate, written[name])
     assert sizes.frozen <= frozen.stat().st_size <= sizes.frozen * 1.15 + 20_000
     assert sizes.resume_before - sizes.resume == sizes.frozen == sizes.best_before - sizes.best
@@ -65,7 +65,11 @@ def test_checkpoint_sizes_match_the_files_training_writes(tmp_path):
 def test_the_disk_estimate_counts_running_trials_kept_bests_and_the_frozen_store():
     sizes = checkpoint_sizes(parameter_counts(tiny_config("model.freeze_feature_encoder=true").model))
     disk = disk_estimate(sizes, concurrent=4, keep_best=3)
-    assert disk.peak == 4 * (2 * sizes.resume + 2 * sizes.best) + 3 * sizes.best + sizes.frozen
+    # each running trial: last.pt, best.pt and the temporary last.pt of a write (all four writing at once)
+    assert disk.peak == 4 * (2 * sizes.resume + sizes.best) + 3 * sizes.best + sizes.frozen
+    assert "(last " in disk.line()
+    kept = disk_estimate(sizes, concurrent=4, keep_best=3, keep_previous=True)  # previous.pt too
+    assert kept.peak == disk.peak + 4 * sizes.resume and "(last + previous " in kept.line()
     assert "4 running trial(s)" in disk.line() and "3 kept best.pt" in disk.line()
 
 

@@ -108,7 +108,8 @@ def test_training_writes_the_frozen_part_once_and_resume_and_scoring_rebuild_the
     run_dir = tmp_path / "run"
     result = fit(config, None, run_dir)
     assert len(list((run_dir / "frozen").glob("*.pt"))) == 1
-    for name in ("best.pt", "last.pt", "previous.pt"):
+    assert not (run_dir / "checkpoints" / "previous.pt").exists()  # one resume checkpoint by default
+    for name in ("best.pt", "last.pt"):
         assert FROZEN_KEY in torch.load(run_dir / "checkpoints" / name, weights_only=True)
     loaded = load_model(result.best_checkpoint)
     torch.manual_seed(config.train.seed)  # fit builds its model right after this seed: the frozen part is as built

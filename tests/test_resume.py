@@ -275,7 +275,8 @@ def test_a_kill_right_after_a_trial_ends_while_its_checkpoints_are_pruned_resume
     experiment = tmp_path / "runs" / "kill"
     driver = cli(
         "run", str(space), "--demo", "--storage", str(tmp_path / "runs"), "--no-final-eval", *TINY,
-        "--set", "train.epochs=3", "--set", "loss.num_clusters=3", env=env,
+        "--set", "train.epochs=3", "--set", "loss.num_clusters=3",
+        "--set", "train.keep_previous_checkpoint=true", env=env,  # the fallback this test is about
     )  # fmt: skip
     kept: dict[str, bytes] = {}  # each running trial's previous.pt as last seen (an older checkpoint than its last)
 

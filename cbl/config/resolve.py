@@ -147,6 +147,7 @@ RUNTIME_KEYS = frozenset(
         "train.feature_cache",
         "train.feature_cache_dir",
         "train.frozen_dir",
+        "train.keep_previous_checkpoint",
     }
 )
 

@@ -170,6 +170,10 @@ class TrainConfig:
     # frozen parameters (feature encoder, or the whole SSL model with freeze_ssl) are written once here, by the
     # hash of their weights, instead of into every checkpoint: "" = <run folder>/frozen, <experiment>/frozen in a sweep
     frozen_dir: str = ""
+    # false: a running trial holds one resume checkpoint (last.pt is read back and checked before it replaces the
+    # old one, so a kill leaves a loadable one); true keeps the old last.pt as previous.pt as well, a fallback for
+    # storage that may damage files after they are written (one more last.pt-sized file per running trial)
+    keep_previous_checkpoint: bool = False
 
 
 @dataclass

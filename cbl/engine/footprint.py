@@ -4,7 +4,8 @@
 transformers config (and the head from cbl's), so a 315M-parameter model is counted in
 a fraction of a second. From the counts, at 4 bytes per fp32 parameter:
 
-- :func:`checkpoint_sizes`: ``last.pt``/``previous.pt`` hold the trainable weights and
+- :func:`checkpoint_sizes`: ``last.pt`` (and ``previous.pt`` with
+  ``train.keep_previous_checkpoint``) holds the trainable weights and
   AdamW's two moments (12 bytes per trainable parameter), ``best.pt`` the trainable
   weights (4), the frozen store the frozen ones once (4); before the store
   (:mod:`cbl.engine.frozen`) every file held the frozen weights too.
@@ -92,7 +93,7 @@ def parameter_counts(model_config: ModelConfig) -> ParameterCounts:
 class CheckpointSizes:
     """Bytes of each checkpoint file of a run, as written now and as cbl wrote them before the frozen store."""
 
-    resume: int  # last.pt, previous.pt: trainable weights + AdamW moments
+    resume: int  # last.pt (previous.pt when kept): trainable weights + AdamW moments
     best: int  # best.pt: trainable weights
     frozen: int  # <experiment>/frozen/<hash>.pt, once
     resume_before: int  # with the frozen weights inside, as before
@@ -222,7 +223,12 @@ def footprint_lines(config: ExperimentConfig) -> list[str]:
     return [
         f"estimates (cbl.engine.footprint): {counts.total / 1e6:.1f}M parameters, {counts.trainable / 1e6:.1f}M "
         "trainable",
-        f"checkpoints: last.pt and previous.pt {format_bytes(sizes.resume)} each, best.pt "
-        f"{format_bytes(sizes.best)}, frozen weights {format_bytes(sizes.frozen)} stored once",
+        f"checkpoints: last.pt {format_bytes(sizes.resume)}"
+        + (
+            " and previous.pt the same (train.keep_previous_checkpoint)"
+            if config.train.keep_previous_checkpoint
+            else ""
+        )
+        + f", best.pt {format_bytes(sizes.best)}, frozen weights {format_bytes(sizes.frozen)} stored once",
         gpu_memory_estimate(config, counts).line(),
     ]

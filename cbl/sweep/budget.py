@@ -1,15 +1,18 @@
 """A sweep's disk and GPU budget, said before its first trial starts.
 
-Disk: each running trial holds ``last.pt`` and ``previous.pt`` (weights and AdamW
-state) and its ``best.pt``, and while it writes one of them a temporary copy of
-it; ended trials keep only ``best.pt``, and only the best ``checkpoints.keep_best``
-of them (:mod:`cbl.sweep.retention`); the frozen weights are stored once. So the
-most a sweep's checkpoints can take at once is::
+Disk: each running trial holds one ``last.pt`` (weights and AdamW state; read back
+and checked before it replaces the old one, :func:`cbl.engine.run_dir.write_epoch`)
+and its ``best.pt``; while it writes one of them, the temporary file next to the old
+one (for last.pt the larger: 2 resume + best); ``train.keep_previous_checkpoint``
+adds ``previous.pt``, one more resume-sized file. Ended trials keep only ``best.pt``,
+and only the best ``checkpoints.keep_best`` of them (:mod:`cbl.sweep.retention`);
+the frozen weights are stored once. The estimate takes the worst case, every running
+trial writing last.pt at the same moment::
 
-    concurrent x (2 resume + 2 best) + keep_best x best + frozen
+    concurrent x (2 resume + best) + keep_best x best + frozen     (+ concurrent x resume with previous.pt)
 
 (sizes from :func:`cbl.engine.footprint.checkpoint_sizes`). The bench simulates the
-trial lifecycle under ASHA for a realistic peak, which is lower.
+trial lifecycle under ASHA for a realistic peak, which is lower (one write at a time).
 
 GPU: with ``resources.gpu`` below 1, ``floor(1 / gpu)`` trials share a GPU; each
 needs :func:`cbl.engine.footprint.gpu_memory_estimate`. A packing that cannot fit
@@ -52,11 +55,17 @@ class DiskEstimate:
     sizes: CheckpointSizes
     concurrent: int
     keep_best: int
+    keep_previous: bool = False  # train.keep_previous_checkpoint: previous.pt kept too
+
+    @property
+    def resume_files(self) -> int:
+        """Resume checkpoints a running trial holds between writes: last.pt (and previous.pt when kept)."""
+        return 2 if self.keep_previous else 1
 
     @property
     def running_trial(self) -> int:
-        """A running trial at its most: last + previous, best, and a temporary copy while best.pt is written."""
-        return 2 * self.sizes.resume + 2 * self.sizes.best
+        """A running trial at its most: its resume file(s) and best.pt, and the temporary last.pt being written."""
+        return (self.resume_files + 1) * self.sizes.resume + self.sizes.best
 
     @property
     def peak(self) -> int:
@@ -64,16 +73,17 @@ class DiskEstimate:
 
     def line(self) -> str:
         s = self.sizes
+        held = "last + previous" if self.keep_previous else "last"
         return (
             f"checkpoint disk: at most {format_bytes(self.peak)} = {self.concurrent} running trial(s) x "
-            f"{format_bytes(self.running_trial)} (last + previous {format_bytes(s.resume)} each, best "
-            f"{format_bytes(s.best)}, one write in progress) + {self.keep_best} kept best.pt + frozen weights "
+            f"{format_bytes(self.running_trial)} ({held} {format_bytes(s.resume)} each, best "
+            f"{format_bytes(s.best)}, a last.pt write in progress) + {self.keep_best} kept best.pt + frozen weights "
             f"{format_bytes(s.frozen)} once"
         )
 
 
-def disk_estimate(sizes: CheckpointSizes, concurrent: int, keep_best: int) -> DiskEstimate:
-    return DiskEstimate(sizes, max(1, concurrent), keep_best)
+def disk_estimate(sizes: CheckpointSizes, concurrent: int, keep_best: int, keep_previous: bool = False) -> DiskEstimate:
+    return DiskEstimate(sizes, max(1, concurrent), keep_best, keep_previous)
 
 
 def concurrent_trials(spec: SearchSpace, resources: dict[str, float], total: int) -> int:
@@ -129,7 +139,8 @@ def say_budget(
     except CblError as exc:  # the trials will say it again when they load the model
         echo(f"no disk or GPU memory estimate: {exc}")
         return None
-    disk = disk_estimate(checkpoint_sizes(counts), concurrent, spec.keep_best)
+    keep_previous = config.train.keep_previous_checkpoint
+    disk = disk_estimate(checkpoint_sizes(counts), concurrent, spec.keep_best, keep_previous)
     echo(disk.line())
     free = shutil.disk_usage(experiment_dir).free
     if free < disk.peak:
