@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +86,13 @@ def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike[str], payload: bytes, check: Callable[[str], None] | None = None
+) -> Path:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``.
+
+    ``check``: called with the temporary file's name after the fsync and before the
+    rename; an exception from it leaves ``path`` as it was (and no temporary file).
 
     A crash, a full disk or a folder that became read-only leaves either the old
     file or the new one, never half of one, and no temporary file behind. An
@@ -104,6 +110,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], payload: bytes) -> Path:
             os.fsync(fd)
         finally:
             os.close(fd)
+        if check is not None:
+            check(tmp)
         os.replace(tmp, target)
     except BaseException as exc:
         if tmp is not None:

@@ -133,7 +133,8 @@ def test_out_that_is_a_folder_exits_2(tmp_path):
 
 def test_parse_only_keeps_table_order():
     assert parse_only("memory,cluster_loss") == ["cluster_loss", "memory"]
-    assert parse_only(None) == [name for name in MEASUREMENTS if name != "full_size"]  # ~10 GB: opt-in
+    opt_in = ("full_size", "checkpoint_disk")  # ~10 GB each
+    assert parse_only(None) == [name for name in MEASUREMENTS if name not in opt_in]
     assert parse_only("full_size") == ["full_size"]
     with pytest.raises(UsageError, match="expected some of: cluster_loss"):
         parse_only("x")
@@ -162,3 +163,45 @@ def test_the_bootstrap_row_times_the_vectorised_interval_against_a_loop_and_its_
     assert set(rows) == {"11", "11.epoch"}
     assert rows["11"]["a"] > 0 and rows["11"]["b"] > 0 and "100,000 scores x 1,000 resamples" in rows["11"]["what"]
     assert rows["11.epoch"]["a"] < rows["11.epoch"]["b"]  # the interval is a small part of an epoch
+
+
+def test_the_disk_simulation_follows_asha_and_the_retention_policy():
+    from cbl.bench.disk import ABLATION, Lifecycle, simulate_sweep_disk
+
+    resume, best = 12, 4  # bytes per file: the ratios of XLS-R's (AdamW state: 3x the weights)
+    kept_all, epochs = simulate_sweep_disk(Lifecycle(prune=False, keep_previous=True), resume, best)
+    pruned, same_epochs = simulate_sweep_disk(ABLATION, resume, best, frozen=1)
+    assert epochs == same_epochs and len(epochs) == 24 and max(epochs) == 10
+    assert sum(e == 1 for e in epochs) >= 12  # ASHA stops most trials at its first rung
+    # everything kept: the end state, plus the temporary copy of the last best.pt written over an old one
+    assert kept_all == sum(min(e, 2) * resume + best for e in epochs) + best
+    # pruned: at most 4 running trials (last + best, one last.pt write in progress) + 3 kept best.pt + the store
+    assert pruned <= 4 * (resume + best) + resume + 3 * best + 1 and pruned < kept_all / 4
+    with_previous, _ = simulate_sweep_disk(Lifecycle(keep_previous=True), resume, best, frozen=1)
+    assert pruned < with_previous <= 4 * (2 * resume + best) + resume + 3 * best + 1
+    one_at_a_time, _ = simulate_sweep_disk(Lifecycle(concurrent=1), resume, best)
+    assert one_at_a_time <= resume + best + resume + 3 * best
+
+
+def test_the_ablation_peak_from_the_measured_xlsr_sizes_meets_the_target():
+    """The sizes bench row 12 measured for the XLS-R-sized model (last.pt 3.64 GB, best.pt 1.25 GB, frozen
+    16.9 MB): one resume checkpoint per running trial puts the ablation's peak under issue 17's 25 GB."""
+    from cbl.bench.disk import ABLATION, TARGET_BYTES, Lifecycle, simulate_sweep_disk
+
+    resume, best, frozen = 3_640_000_000, 1_250_000_000, 16_900_000
+    peak, _ = simulate_sweep_disk(ABLATION, resume, best, frozen)
+    with_previous, _ = simulate_sweep_disk(Lifecycle(keep_previous=True), resume, best, frozen)
+    assert round(peak / 1e9, 2) == 23.22 and peak <= TARGET_BYTES
+    assert round(with_previous / 1e9, 2) == 35.39 > TARGET_BYTES / 1e9  # the policy before: row 12's 35.3 GB
+
+
+@pytest.mark.slow
+def test_checkpoint_disk_rows_measure_before_and_after(tmp_path):
+    out = tmp_path / "bench.json"
+    result = run("bench", "--size", "tiny", "--only", "checkpoint_disk", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    rows = {r["id"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"12a", "12b", "12c", "12d"}
+    for row in ("12a", "12b", "12c"):
+        assert 0 < rows[row]["a"] < rows[row]["b"], rows[row]  # after < before
+    assert rows["12d"]["a"] > 100  # MiB: a training process's peak RSS

@@ -179,3 +179,26 @@ def test_too_short_audio_in_a_batch_is_a_clear_error() -> None:
     mask[1, 300:] = 0
     with pytest.raises(CblError, match="an utterance of 300 samples is shorter than the front-end's receptive field"):
         model(audio(2), mask)
+
+
+@pytest.mark.parametrize("layer_mode", ["last", "weighted"])
+def test_gradient_checkpointing_gives_the_same_gradients(layer_mode: str) -> None:
+    """The tiny model has dropout off (tiny_wav2vec2_config): recomputing a layer gives the same activations."""
+    grads = []
+    audio = torch.randn(2, 8000, generator=torch.Generator().manual_seed(1))
+    for checkpointing in (False, True):
+        torch.manual_seed(0)
+        config = ModelConfig(
+            ssl="tiny", layer_mode=layer_mode, freeze_feature_encoder=False, gradient_checkpointing=checkpointing
+        )
+        model = build_model(config).train()
+        ssl = model.frontend.ssl
+        flag = ssl.is_activation_checkpointing if hasattr(ssl, "is_activation_checkpointing") else None
+        assert (ssl.is_gradient_checkpointing if flag is None else flag) == checkpointing
+        out = model(audio)
+        (out.logits.sum() + out.embedding.pow(3).sum()).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    plain, checkpointed = grads
+    assert plain.keys() == checkpointed.keys() and any("encoder.layers.1" in n for n in plain)
+    for name, grad in plain.items():
+        assert torch.allclose(grad, checkpointed[name], rtol=1e-5, atol=1e-7), name

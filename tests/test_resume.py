@@ -183,13 +183,21 @@ def test_sigkill_of_the_driver_then_resume_finishes_with_the_exact_trial_count(t
         if trial_id not in {t.trial_id for t in trials}:
             continue
         if states_before[trial_id] in ("finished", "stopped"):
-            assert files_after[trial_id] == files_before[trial_id], f"finished trial {trial_id} was touched"
+            assert_only_pruned(files_after[trial_id], files_before[trial_id], trial_id)
         else:
             assert_continued(after[trial_id], lines, trial_id)
     sweep = json.loads((experiment / "sweep.json").read_text())
     assert sweep["state"] == "finished"
     if final:
         assert_final_evaluation_completed(experiment, before_kill=files_before, output=output)
+
+
+def assert_only_pruned(after: dict[str, bytes], before: dict[str, bytes], trial_id: str) -> None:
+    """An ended trial was not trained again: its history is the same, and its checkpoints are the same bytes
+    or removed by the retention policy (cbl.sweep.retention), never rewritten; none holds optimizer state."""
+    assert after["metrics.jsonl"] == before["metrics.jsonl"], f"ended trial {trial_id} was trained again"
+    assert set(after) <= set(before) and all(after[name] == before[name] for name in after), trial_id
+    assert not {"last.pt", "previous.pt"} & set(after), f"ended trial {trial_id} kept its optimizer state"
 
 
 def assert_continued(after: list[str], before: list[str], trial_id: str) -> None:
@@ -253,6 +261,54 @@ def test_a_killed_trial_worker_is_retried_from_its_last_checkpoint(tmp_path):
     after = (victim.path / "metrics.jsonl").read_text().splitlines()
     assert_continued(after, lines_before, victim.trial_id)
     assert "0 trial(s) errored" not in output and "errored" not in output
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_kill_right_after_a_trial_ends_while_its_checkpoints_are_pruned_resumes_without_retraining(tmp_path):
+    """SIGKILL the driver as soon as a trial's folder says finished (the moment the driver prunes it), cut the
+    pruning short by hand (last.pt gone, previous.pt left: what a kill between the two deletions leaves), and
+    resume: the ended trial is not trained again (even from previous.pt), the sweep ends with the exact count
+    and the next pass finishes the pruning."""
+    env = environment(tmp_path)
+    space = space_file(tmp_path, num_samples=3, max_concurrent=1)
+    experiment = tmp_path / "runs" / "kill"
+    driver = cli(
+        "run", str(space), "--demo", "--storage", str(tmp_path / "runs"), "--no-final-eval", *TINY,
+        "--set", "train.epochs=3", "--set", "loss.num_clusters=3",
+        "--set", "train.keep_previous_checkpoint=true", env=env,  # the fallback this test is about
+    )  # fmt: skip
+    kept: dict[str, bytes] = {}  # each running trial's previous.pt as last seen (an older checkpoint than its last)
+
+    def a_trial_finished() -> bool:
+        trials = trials_of(experiment)
+        for t in trials:
+            previous = t.path / "checkpoints" / "previous.pt"
+            if t.state == "running" and previous.is_file():
+                with contextlib.suppress(OSError):
+                    kept[t.trial_id] = previous.read_bytes()
+        return any(t.state == "finished" for t in trials)
+
+    try:
+        wait_for(a_trial_finished, 400, driver)
+    finally:
+        kill_session(driver)
+    (done,) = [t for t in read_trials(experiment) if t.state == "finished"]
+    checkpoints = done.path / "checkpoints"
+    if not (checkpoints / "previous.pt").is_file():  # the driver pruned it before the kill: put it back
+        (checkpoints / "previous.pt").write_bytes(kept[done.trial_id])
+    (checkpoints / "last.pt").unlink(missing_ok=True)  # the kill came between the two deletions
+    history = (done.path / "metrics.jsonl").read_bytes()
+    best = (checkpoints / "best.pt").read_bytes()
+
+    resumed = cli("resume", str(experiment), "--no-final-eval", env=env)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output
+    trials = [t for t in read_trials(experiment) if t.state != "lost"]
+    assert len(trials) == 3 and all(t.state == "finished" and t.epochs == 3 for t in trials), output
+    assert (done.path / "metrics.jsonl").read_bytes() == history, "the ended trial was trained again"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt"]  # K=3 of 3: every best.pt kept
+    assert (checkpoints / "best.pt").read_bytes() == best
 
 
 def session_processes(driver_pid: int) -> dict[int, str]:

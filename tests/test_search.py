@@ -39,6 +39,7 @@ space:
 search: {algorithm: grid}
 scheduler: {name: none}
 resources: {cpu: 1, gpu: 0}
+checkpoints: {keep_best: 2}
 """
 
 
@@ -83,6 +84,19 @@ def test_grid_sweep_end_to_end(grid_sweep):
     scores = (experiment / "final_eval" / "scores-eval-seed0.txt").read_text().splitlines()
     assert len(scores) == 40 and all(len(line.split()) == 2 for line in scores)
     assert "tensorboard --logdir" in result.output
+    assert "checkpoint disk: at most " in result.output  # the estimate, before the first trial
+
+
+@pytest.mark.ray
+def test_ended_trials_keep_no_optimizer_state_and_only_the_best_two_keep_best(grid_sweep):
+    _, experiment = grid_sweep
+    trials = read_trials(experiment)
+    left = {t.trial_id: sorted(p.name for p in (t.path / "checkpoints").iterdir()) for t in trials}
+    ranked = sorted(trials, key=lambda t: t.best_dev_eer)
+    assert [left[t.trial_id] for t in ranked] == [["best.pt"], ["best.pt"], []], left
+    assert all(t.epochs == 2 and (t.path / "metrics.jsonl").is_file() for t in trials)  # history kept
+    summary = json.loads((experiment / "final_eval" / "summary-eval.json").read_text())
+    assert summary["trial_id"] == ranked[0].trial_id  # evaluated, and its checkpoint kept
 
 
 @pytest.mark.ray

@@ -36,6 +36,11 @@ def test_shipped_files_load(name, demo):
         assert spec.algorithm == "grid"
 
 
+def test_checkpoints_keep_best_defaults_to_three_and_is_read(tmp_path):
+    assert load_search_space(write(tmp_path, "name: x\n")).keep_best == 3
+    assert load_search_space(write(tmp_path, "checkpoints: {keep_best: 5}\n")).keep_best == 5
+
+
 def test_single_ablation_grids_are_the_seed_values():
     grids = {
         n: expand_grid(load_search_space(SPACES / f"{n}.yaml"))
@@ -210,6 +215,9 @@ search: {algorithm: grid}
         ("resources: {gpu: 1.5}\n", r"a fraction must be below 1"),
         ("resources: {cpu: 0}\n", r"'resources\.cpu' is 0, but must be > 0"),
         ("metric: dev_acc\n", r"'metric' is 'dev_acc', expected one of: dev_eer"),
+        ("name: x\ncheckpoints:\n  keep_best: 0\n", r"space\.yaml:3: 'checkpoints\.keep_best' is 0, but must be >= 1"),
+        ("checkpoints: {keep_best: 2.5}\n", r"space\.yaml:1: 'checkpoints\.keep_best' must be an integer, got 2\.5"),
+        ("checkpoints: {keep_bset: 2}\n", r"unknown key 'checkpoints\.keep_bset' \(did you mean 'keep_best'\?\)"),
         ("nmae: x\n", r"unknown key 'nmae' \(did you mean 'name'\?\)"),
         ("name: ../escape\n", r"'name' must be a folder-safe name"),
         ("space: [1, 2]\n", r"'space' must be a mapping"),

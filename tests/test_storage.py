@@ -96,7 +96,7 @@ def test_disk_full_during_training_is_one_line_and_the_run_resumes(monkeypatch, 
 
     def full_at_second_last_pt(fd: int, payload: bytes) -> None:
         name = os.readlink(f"/proc/self/fd/{fd}")
-        if Path(name).name.startswith(".last.pt.") and (out / "checkpoints" / "previous.pt").exists():
+        if Path(name).name.startswith(".last.pt.") and (out / "checkpoints" / "last.pt").exists():
             written_when_full.update({k: v for k, v in file_bytes(out).items() if not k.endswith(".tmp")})
             disk_full(fd, payload)
         real_write(fd, payload)

@@ -361,7 +361,7 @@ def test_history_lines_are_json_with_the_epoch(kmeans_run):
 
 
 def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
-    config = tiny_config("loss.type=ce_only")
+    config = tiny_config("loss.type=ce_only", "train.keep_previous_checkpoint=true")
     whole, pieces = tmp_path / "whole", tmp_path / "pieces"
     fit(config, None, whole)
     with pytest.raises(Interrupted):
@@ -379,7 +379,7 @@ def test_a_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path, capl
 
 
 def test_no_usable_checkpoint_is_a_clear_error_naming_both(tmp_path):
-    config = tiny_config("loss.type=ce_only")
+    config = tiny_config("loss.type=ce_only", "train.keep_previous_checkpoint=true")
     with pytest.raises(Interrupted):
         fit(config, Recorder(stop_after=2), tmp_path)
     for name in ("last.pt", "previous.pt"):

@@ -12,7 +12,7 @@ Each measurement is a function ``measure_<name>(ctx) -> list[Row]`` registered i
 ``core`` (sizes, rows, the context, demo configs, the table), ``processes``
 (wall time and memory of a process tree), one module per group of rows
 (``training`` 1/3/4, ``refit`` 4r, ``sweeps`` 2/7, ``search`` 5, ``evaluation`` 6,
-``feature_cache`` 8, ``rawboost`` 9, ``full_size`` 10, ``uncertainty`` 11), ``run``.
+``feature_cache`` 8, ``rawboost`` 9, ``full_size`` 10, ``uncertainty`` 11, ``disk`` 12), ``run``.
 """
 
 from cbl.bench.core import SIZES, BenchContext, Row, Sizes, format_table, machine_info

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from cbl.bench.core import SIZES, BenchContext, Row, Sizes, format_table, machine_info
+from cbl.bench.disk import measure_checkpoint_disk
 from cbl.bench.evaluation import measure_eval_throughput
 from cbl.bench.feature_cache import measure_feature_cache, measure_feature_cache_sweep
 from cbl.bench.full_size import measure_full_size
@@ -42,11 +43,12 @@ MEASUREMENTS: dict[str, Callable[[BenchContext], list[Row]]] = {
     "rawboost": measure_rawboost,  # 9
     "full_size": measure_full_size,  # 10 (opt-in: --only full_size)
     "bootstrap": measure_bootstrap,  # 11
+    "checkpoint_disk": measure_checkpoint_disk,  # 12 (opt-in: runs row 10's training itself)
 }
 
 
 # measurements a plain `cbl-search bench` leaves out: the full-size row needs ~10 GB of RAM and minutes
-OPT_IN = ("full_size",)
+OPT_IN = ("full_size", "checkpoint_disk")
 
 
 def parse_only(text: str | None) -> list[str]:

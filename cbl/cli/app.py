@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from cbl import __version__
-from cbl.cli import bench, bundle, data, results, run, sweep
+from cbl.cli import bench, bundle, data, prune, results, run, sweep
 from cbl.errors import CblError, UsageError
 
 __all__ = ["CblGroup", "InputError", "cli", "describe_os_error", "main"]
@@ -97,7 +97,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-for module in (run, sweep, results, bundle, data, bench):
+for module in (run, sweep, results, prune, bundle, data, bench):
     for command in module.COMMANDS:
         cli.add_command(command)
 

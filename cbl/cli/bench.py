@@ -24,7 +24,8 @@ __all__ = ["COMMANDS", "bench_command"]
     metavar="NAME,...",
     help="Run only these measurements: cluster_loss, ray_trial, data_loading, center_refresh, refit_cost, "
     "search_efficiency, eval_throughput, memory, feature_cache, feature_cache_sweep, rawboost; "
-    "full_size (an XLS-R-300M-sized model, ~10 GB of RAM) only when named here.",
+    "full_size (an XLS-R-300M-sized model, ~10 GB of RAM) and checkpoint_disk (the same run: checkpoint "
+    "bytes before/after, the ablation's peak disk) only when named here.",
 )
 @click.option("--size", "size_name", type=click.Choice(["tiny", "quick", "full"]), default=None, hidden=True)
 def bench_command(quick: bool, out: Path | None, only: str | None, size_name: str | None) -> None:

@@ -37,6 +37,10 @@ def config_command(config_path: Path | None, set_options: tuple[str, ...], demo:
 
     config = resolve_config(config_path, set_options, demo=demo)
     click.echo(dump_yaml(config_to_dict(config)), nl=False)
+    from cbl.engine.footprint import footprint_lines
+
+    for line in footprint_lines(config):  # YAML comments: the output stays a loadable config
+        click.echo(f"# {line}")
 
 
 @click.command("demo-data")

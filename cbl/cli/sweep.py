@@ -228,7 +228,11 @@ def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final
 @click.command("resume")
 @click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--address", default=None, envvar="RAY_ADDRESS", help="Join a Ray cluster instead of a local Ray.")
-@click.option("--retry-errored", is_flag=True, help="Also retry errored trials (from their last checkpoint).")
+@click.option(
+    "--retry-errored",
+    is_flag=True,
+    help="Also retry errored trials (from their last checkpoint; a pruned one from its first epoch).",
+)
 @click.option("--final-seeds", type=click.IntRange(min=0), default=None)
 @click.option("--no-final-eval", is_flag=True)
 def resume_command(

@@ -92,7 +92,14 @@ def resolve_config(
 
 
 # keys holding a filesystem path (model.ssl only when it is written as one: ./dir, ../dir, ~/dir)
-PATH_KEYS = ("data.root", "data.train_protocol", "data.dev_protocol", "data.eval_protocol", "train.feature_cache_dir")
+PATH_KEYS = (
+    "data.root",
+    "data.train_protocol",
+    "data.dev_protocol",
+    "data.eval_protocol",
+    "train.feature_cache_dir",
+    "train.frozen_dir",
+)
 
 
 def looks_like_local_path(name: str) -> bool:
@@ -133,6 +140,8 @@ RUNTIME_KEYS = frozenset(
         "train.eval_batch_size",
         "train.feature_cache",
         "train.feature_cache_dir",
+        "train.frozen_dir",
+        "train.keep_previous_checkpoint",
     }
 )
 

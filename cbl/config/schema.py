@@ -101,6 +101,9 @@ class ModelConfig:
     layer_index: int = -1  # used when layer_mode == "index" (python indexing over hidden states)
     freeze_feature_encoder: bool = True  # the CNN feature encoder rarely benefits from tuning
     freeze_ssl: bool = False  # freeze the whole front-end (no_grad; implies the feature encoder): head-only training
+    # recompute each encoder layer's activations in the backward pass instead of keeping them (transformers'
+    # gradient_checkpointing_enable): the same gradients, about a third more compute, far less GPU memory
+    gradient_checkpointing: bool = False
     pooling: str = "mean"  # frame pooling: mean, max, attention (attentive statistics)
     embedding_dim: int = 256  # L2-normalised embedding the cluster loss works on
     # Fine-tuning regularisers, replacing the checkpoint's own values (XLS-R's config.json says layerdrop 0.1,
@@ -195,6 +198,13 @@ class TrainConfig:
     # bootstrap resamples of the dev EER's 95% CI each epoch (dev_eer_low/high, by speaker when the protocol
     # names them); 1000 keeps the interval's ends stable to ~0.1 point; 0 = no interval
     dev_ci_resamples: int = 1000
+    # frozen parameters (feature encoder, or the whole SSL model with freeze_ssl) are written once here, by the
+    # hash of their weights, instead of into every checkpoint: "" = <run folder>/frozen, <experiment>/frozen in a sweep
+    frozen_dir: str = ""
+    # false: a running trial holds one resume checkpoint (last.pt is read back and checked before it replaces the
+    # old one, so a kill leaves a loadable one); true keeps the old last.pt as previous.pt as well, a fallback for
+    # storage that may damage files after they are written (one more last.pt-sized file per running trial)
+    keep_previous_checkpoint: bool = False
 
 
 @dataclass

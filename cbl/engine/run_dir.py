@@ -5,7 +5,8 @@ Layout::
     config.yaml                 the config the run was asked to train (runtime keys as given)
     metrics.jsonl               one JSON line per epoch
     checkpoints/last.pt         the newest epoch (model, optimizer, centers, step, best, RNG, config)
-    checkpoints/previous.pt     the one before: the fallback when last.pt is found damaged
+    checkpoints/previous.pt     the one before, with train.keep_previous_checkpoint: the fallback when
+                                last.pt is found damaged (default: none, last.pt is checked when written)
     checkpoints/best.pt         the epoch with the lowest dev EER (no optimizer state)
     checkpoints/best_dev_scores.txt   that epoch's dev scores (cbl.engine.dev_scores), written just before best.pt
 
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
-PREVIOUS = "previous.pt"  # the checkpoint before last.pt, the fallback when last.pt is damaged
+PREVIOUS = "previous.pt"  # the checkpoint before last.pt (train.keep_previous_checkpoint), the fallback
 BEST = "best.pt"
 HISTORY = "metrics.jsonl"
 
@@ -115,13 +116,26 @@ def resume_payload(run_dir: Path, config: ExperimentConfig) -> tuple[dict[str, A
 def write_epoch(
     run_dir: Path, metrics: dict[str, Any], payload: dict[str, Any], config: ExperimentConfig, *, improved: bool
 ) -> None:
-    """One finished epoch on disk: its history line, best.pt when it ``improved``, then last.pt (the old one
-    kept as previous.pt, in case the new one is damaged later). ``config``: what the run was asked to train."""
+    """One finished epoch on disk: its history line, best.pt when it ``improved``, then last.pt.
+
+    ``config``: what the run was asked to train. By default one resume checkpoint is kept:
+    the new last.pt goes to a temporary file (fsync), is read back and checked
+    (:func:`cbl.engine.checkpoint.verify_written`), renamed over last.pt, and only then is a
+    previous.pt deleted. A kill before the rename leaves the old last.pt, after it the new
+    one (and at worst a stale previous.pt, which the resume reads only if last.pt is
+    unreadable). The transient: the temporary file next to last.pt while it is written.
+    With ``train.keep_previous_checkpoint`` the old last.pt is renamed to previous.pt first
+    (a kill between the two leaves previous.pt, which :func:`resume_payload` falls back to).
+    """
     ckpt_dir = run_dir / CHECKPOINTS
     append_history(run_dir, metrics)  # first: a crash before last.pt is written reruns this epoch, drops the line
     if improved:
         save_checkpoint(ckpt_dir / BEST, {k: v for k, v in payload.items() if k != "optimizer"}, config)
-    last = ckpt_dir / LAST
-    if last.is_file():
-        os.replace(last, ckpt_dir / PREVIOUS)
-    save_checkpoint(last, payload, config)
+    last, previous = ckpt_dir / LAST, ckpt_dir / PREVIOUS
+    if config.train.keep_previous_checkpoint:
+        if last.is_file():
+            os.replace(last, previous)
+        save_checkpoint(last, payload, config)
+        return
+    save_checkpoint(last, payload, config, verify=True)
+    previous.unlink(missing_ok=True)

@@ -44,6 +44,7 @@ from cbl.engine.center_passes import center_sample_loader, refit_centers
 from cbl.engine.dev_scores import DEV_SCORES, write_dev_scores
 from cbl.engine.feature_cache import check_cache_config
 from cbl.engine.feature_source import FeatureSource
+from cbl.engine.frozen import FROZEN_DIR, split_frozen
 from cbl.engine.inference import embed, forward_batch, score_embeddings, score_norm
 from cbl.engine.run_dir import BEST, CHECKPOINTS, resume_payload, truncate_history, write_epoch
 from cbl.engine.runtime import apply_determinism, autocast_for, pick_device, resolve_workers, set_threads
@@ -363,6 +364,8 @@ def _write_epoch(run: _Run, epoch: int, metrics: dict[str, Any], scored: _Scored
         )
     metrics.update(best_dev_eer=state.best_dev_eer, best_epoch=state.best_epoch)
     payload = state.state_dict(dev_eer=metrics["dev_eer"], threshold=scored.threshold, norm=scored.norm)
+    store = Path(run.config.train.frozen_dir or run.run_dir / FROZEN_DIR).expanduser()
+    payload = split_frozen(payload, state.model, store, run.run_dir / CHECKPOINTS)  # frozen weights stored once
     write_epoch(run.run_dir, metrics, payload, run.saved_config, improved=improved)
 
 

@@ -46,6 +46,7 @@ class SpoofDetector(nn.Module):
             mask_time_prob=config.mask_time_prob,
             mask_feature_prob=config.mask_feature_prob,
             normalize_input=config.normalize_input,
+            gradient_checkpointing=config.gradient_checkpointing,
         )
         self.pooling = build_pooling(config.pooling, self.frontend.hidden_size)
         self.projection = nn.Linear(self.pooling.output_dim, config.embedding_dim)

@@ -27,6 +27,7 @@ __all__ = [
     "load_ssl_model",
     "load_wav2vec2",
     "quiet_transformers",
+    "ssl_config",
     "tiny_wav2vec2_config",
 ]
 
@@ -126,6 +127,29 @@ def _cannot_load(name_or_path: str, exc: BaseException) -> CblError:
     )
 
 
+def ssl_config(name_or_path: str, *, mask_time_prob: float = 0.0, mask_feature_prob: float = 0.0) -> Any:
+    """The transformers config :func:`load_ssl_model` builds the encoder from, read without any weight.
+
+    CblError when it cannot be read or is no speech SSL encoder's.
+    """
+    from transformers import AutoConfig
+
+    if name_or_path == TINY_NAME:
+        return _construction_config(tiny_wav2vec2_config(), mask_time_prob, mask_feature_prob)
+    try:
+        with quiet_transformers():
+            config = AutoConfig.from_pretrained(_source(name_or_path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise _cannot_load(name_or_path, exc) from None
+    model_type = getattr(config, "model_type", "")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise CblError(
+            f"model.ssl='{name_or_path}' is a '{model_type}' model, not a speech SSL encoder cbl can "
+            f"fine-tune (supported model types: {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    return _construction_config(config, mask_time_prob, mask_feature_prob)
+
+
 def load_ssl_model(
     name_or_path: str, *, layerdrop: float = 0.0, mask_time_prob: float = 0.0, mask_feature_prob: float = 0.0
 ) -> tuple[Any, bool]:
@@ -137,7 +161,7 @@ def load_ssl_model(
     CblError (one sentence) when the weights cannot be loaded (e.g. offline and not
     in the Hugging Face cache) or the checkpoint is not a speech SSL encoder.
     """
-    from transformers import AutoConfig, AutoModel, Wav2Vec2Model
+    from transformers import AutoModel, Wav2Vec2Model
 
     global _warned_random_init
     if name_or_path == TINY_NAME:
@@ -147,26 +171,14 @@ def load_ssl_model(
                 "its EERs are not results"
             )
             _warned_random_init = True
-        model = Wav2Vec2Model(_construction_config(tiny_wav2vec2_config(), mask_time_prob, mask_feature_prob))
+        model = Wav2Vec2Model(ssl_config(TINY_NAME, mask_time_prob=mask_time_prob, mask_feature_prob=mask_feature_prob))
         _apply_fine_tuning(model.config, layerdrop, mask_time_prob, mask_feature_prob)
         return model, True
     source = _source(name_or_path)
+    config = ssl_config(name_or_path, mask_time_prob=mask_time_prob, mask_feature_prob=mask_feature_prob)
     try:
         with quiet_transformers():
-            config = AutoConfig.from_pretrained(source)
-    except (OSError, ValueError, KeyError) as exc:
-        raise _cannot_load(name_or_path, exc) from None
-    model_type = getattr(config, "model_type", "")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise CblError(
-            f"model.ssl='{name_or_path}' is a '{model_type}' model, not a speech SSL encoder cbl can "
-            f"fine-tune (supported model types: {', '.join(SUPPORTED_MODEL_TYPES)})"
-        )
-    try:
-        with quiet_transformers():
-            model, info = AutoModel.from_pretrained(
-                source, config=_construction_config(config, mask_time_prob, mask_feature_prob), output_loading_info=True
-            )
+            model, info = AutoModel.from_pretrained(source, config=config, output_loading_info=True)
     except (OSError, ValueError) as exc:
         raise _cannot_load(name_or_path, exc) from None
     _apply_fine_tuning(model.config, layerdrop, mask_time_prob, mask_feature_prob)

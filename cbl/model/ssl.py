@@ -197,6 +197,7 @@ class SSLFrontEnd(nn.Module):
         mask_time_prob: float = 0.0,
         mask_feature_prob: float = 0.0,
         normalize_input: str = "auto",
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         for key, value, options in (
@@ -239,6 +240,13 @@ class SSLFrontEnd(nn.Module):
             # what Wav2Vec2Model.freeze_feature_encoder does (HubertModel has no such method): no gradients for the
             # conv weights, and none requested for the waveform (else autograd still runs back through the stack)
             self.ssl.feature_extractor._freeze_parameters()
+        if gradient_checkpointing and not freeze_ssl:  # a frozen front-end keeps no activations to save
+            # non-reentrant: gradients reach the layers' weights even when the layer input needs none
+            kwargs = {"use_reentrant": False}
+            if hasattr(self.ssl, "activation_checkpointing_enable"):  # its name from transformers 5.2x on
+                self.ssl.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                self.ssl.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
     def train(self, mode: bool = True) -> SSLFrontEnd:
         """A frozen front-end stays in eval mode: dropout in a model nobody trains only adds noise to its features."""

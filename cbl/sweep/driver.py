@@ -19,8 +19,11 @@ import ray
 from ray import tune
 from ray.tune import Callback
 
+from cbl.engine.run_dir import read_history
 from cbl.errors import CblError
 from cbl.sweep.asha import PersistentASHA
+from cbl.sweep.budget import concurrent_trials, local_gpu_memory, say_budget
+from cbl.sweep.retention import prune_experiment
 from cbl.sweep.sampling import total_trials
 from cbl.sweep.searchers import build_searcher
 from cbl.sweep.settings import SweepSettings
@@ -71,10 +74,12 @@ class TrialLines(Callback):
     epoch count tells them apart (``stopped`` below ``max_t``).
     """
 
-    def __init__(self, experiment_dir: str, total: int, max_t: int) -> None:
+    def __init__(self, experiment_dir: str, total: int, max_t: int, keep_best: int = 3, mode: str = "min") -> None:
         self.experiment_dir = Path(experiment_dir)
         self.total = total
         self.max_t = max_t
+        self.keep_best = keep_best
+        self.mode = mode
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         params = ", ".join(f"{k.split('.')[-1]}={format_param(v)}" for k, v in (trial.config or {}).items())
@@ -86,12 +91,17 @@ class TrialLines(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         path = trial_dir(self.experiment_dir, trial.trial_id)
-        epochs = int((trial.last_result or {}).get("epoch", 0))
+        # a trial re-run after a resume returns without reporting: its own history says how far it got
+        epochs = max(int((trial.last_result or {}).get("epoch", 0)), len(read_history(path)))
         state = "finished" if epochs >= self.max_t else "stopped"
         if path.exists():
-            write_trial_state(path, state=state)
+            write_trial_state(path, state=state)  # first: pruning decides by what the store says
         _echo(f"[{trial.trial_id}] {state} after {epochs} epoch(s)")
+        self._prune()
         self._summary(trials, trial)
+
+    def _prune(self) -> None:
+        _prune_quietly(self.experiment_dir, self.keep_best, self.mode)
 
     def _summary(self, trials, ended) -> None:
         """The live state of the sweep in one line: counts and the best trial so far."""
@@ -108,14 +118,23 @@ class TrialLines(Callback):
         path = trial_dir(self.experiment_dir, trial.trial_id)
         reason = "see the trial's error.txt in Ray's trial folder"
         if path.exists():
-            write_trial_state(path, state="error")
+            write_trial_state(path, state="error", ended=True)  # no retry left (Ray calls on_trial_recover else)
             reason = json.loads((path / "trial.json").read_text()).get("error") or reason
         _echo(f"[{trial.trial_id}] error: {reason}")
+        self._prune()
         self._summary(trials, trial)
 
 
 def _echo(line: str) -> None:
     print(line, flush=True)
+
+
+def _prune_quietly(experiment_dir: Path, keep_best: int, mode: str) -> None:
+    """The retention policy now; a failure is a warning line, never the sweep's end."""
+    try:
+        prune_experiment(experiment_dir, keep_best, mode)
+    except OSError as exc:
+        _echo(f"warning: pruning checkpoints failed ({exc}); `cbl-search prune` retries it")
 
 
 def build_tuner(settings: SweepSettings, spec: SearchSpace) -> tuple[Any, tune.TuneConfig, tune.RunConfig]:
@@ -146,7 +165,7 @@ def build_tuner(settings: SweepSettings, spec: SearchSpace) -> tuple[Any, tune.T
         name=experiment_dir.name,
         storage_path=str(experiment_dir.parent),
         verbose=0,
-        callbacks=[TrialLines(str(experiment_dir), total, max_t)],
+        callbacks=[TrialLines(str(experiment_dir), total, max_t, spec.keep_best, spec.mode)],
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
     )
     return trainable, tune_config, run_config
@@ -160,8 +179,11 @@ def run_sweep(
     settings: SweepSettings, spec: SearchSpace, *, address: str | None, resume: bool, retry_errored: bool = False
 ) -> None:
     """Run (or resume) the sweep to completion; returns when every trial has ended."""
-    start_ray(address, spec)
+    resources = start_ray(address, spec)
     experiment_dir = Path(settings.experiment_dir)
+    # the disk and GPU memory the trials need, before the first starts (a packing that cannot fit: refused)
+    concurrent = concurrent_trials(spec, resources, total_trials(spec))
+    say_budget(settings.trial_config({}), spec, experiment_dir, concurrent, _echo, local_gpu_memory())
     trainable, tune_config, run_config = build_tuner(settings, spec)
     if resume and tune.Tuner.can_restore(str(experiment_dir)):
         tuner = tune.Tuner.restore(
@@ -184,6 +206,7 @@ def run_sweep(
     sys.stdout.flush()
     ended = (results[i] for i in range(len(results)))
     mark_lost_trials(experiment_dir, {Path(r.path).name.removeprefix("trial_") for r in ended if r.path})
+    _prune_quietly(experiment_dir, spec.keep_best, spec.mode)  # lost trials, and a pass a kill cut short
 
 
 def mark_lost_trials(experiment_dir: Path, known: set[str]) -> None:

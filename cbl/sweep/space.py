@@ -49,10 +49,11 @@ _TOP_KEYS = (
     "resources",
     "final_eval",
     "failure",
+    "checkpoints",
     "demo",
 )
 # Sections a `demo:` block may override; its values replace the main file's key by key.
-_DEMO_SECTIONS = ("fixed", "space", "search", "scheduler", "resources", "final_eval")
+_DEMO_SECTIONS = ("fixed", "space", "search", "scheduler", "resources", "final_eval", "checkpoints")
 # --demo runs on a laptop's CPU unless the demo block asks for more.
 _DEMO_RESOURCES = {"cpu": 1, "gpu": 0}
 _SECTION_KEYS = {
@@ -61,6 +62,7 @@ _SECTION_KEYS = {
     "resources": ("cpu", "gpu"),
     "final_eval": ("seeds", "split", "corpora"),
     "failure": ("max_failures",),
+    "checkpoints": ("keep_best",),
 }
 
 
@@ -105,6 +107,9 @@ class SearchSpace:
     # corpus name -> root the final evaluation also scores the best checkpoint on (cbl.sweep.cross_corpus)
     final_eval_corpora: dict[str, str] = field(default_factory=dict)
     max_failures: int = 1
+    # ended trials whose best.pt is kept (cbl.sweep.retention): the final evaluation needs the first, the
+    # report the best of another loss type; 3 keeps a runner-up or two without 24 trials' worth of weights
+    keep_best: int = 3
 
     @property
     def keys(self) -> list[str]:
@@ -246,6 +251,13 @@ def parse_search_space(
             "(several trials per GPU), above 1 it must be a whole number",
         )
 
+    _parse_after_the_run(r, data, spec)
+    _check_algorithm(r, spec)
+    return spec
+
+
+def _parse_after_the_run(r: _Reader, data: Mapping[str, Any], spec: SearchSpace) -> None:
+    """The sections on what happens around the trials: ``final_eval``, ``failure``, ``checkpoints``."""
     final_eval = r.mapping(data.get("final_eval"), "final_eval")
     r.only_keys(final_eval, _SECTION_KEYS["final_eval"], "final_eval")
     spec.final_eval_seeds = r.number(final_eval.get("seeds", 0), "final_eval.seeds", integer=True, low=0)
@@ -256,8 +268,9 @@ def parse_search_space(
     r.only_keys(failure, _SECTION_KEYS["failure"], "failure")
     spec.max_failures = r.number(failure.get("max_failures", 1), "failure.max_failures", integer=True, low=0)
 
-    _check_algorithm(r, spec)
-    return spec
+    checkpoints = r.mapping(data.get("checkpoints"), "checkpoints")
+    r.only_keys(checkpoints, _SECTION_KEYS["checkpoints"], "checkpoints")
+    spec.keep_best = r.number(checkpoints.get("keep_best", 3), "checkpoints.keep_best", integer=True, low=1)
 
 
 def _parse_corpora(r: _Reader, corpora: Any) -> dict[str, str]:

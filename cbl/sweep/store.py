@@ -39,6 +39,7 @@ __all__ = [
     "diagnostics_cells",
     "format_param",
     "format_status_table",
+    "rank_trials",
     "read_sweep",
     "read_trials",
     "require_experiment",
@@ -63,6 +64,7 @@ class TrialInfo:
     error: str
     path: Path
     history: list[dict[str, Any]] = field(default_factory=list)
+    final: bool = False  # an error with no retry left (the driver marks it; a trial's own error may be retried)
 
     @property
     def best_checkpoint(self) -> Path:
@@ -123,6 +125,7 @@ def read_trials(experiment_dir: Path) -> list[TrialInfo]:
                 error=meta.get("error", ""),
                 path=path,
                 history=history,
+                final=bool(meta.get("ended")),
             )
         )
     return out
@@ -134,12 +137,17 @@ def _sort_key(trial: TrialInfo, mode: str) -> tuple[int, float]:
     return (0, trial.best_dev_eer if mode == "min" else -trial.best_dev_eer)
 
 
-def best_trial(trials: list[TrialInfo], mode: str = "min") -> TrialInfo | None:
-    """The trial with the best dev EER at any epoch, among those with a best checkpoint."""
-    ranked = sorted(
+def rank_trials(trials: list[TrialInfo], mode: str = "min") -> list[TrialInfo]:
+    """Trials with a best checkpoint and a dev EER, best first (the order :func:`best_trial` picks from)."""
+    return sorted(
         (t for t in trials if t.state != "lost" and t.best_checkpoint.is_file() and not math.isnan(t.best_dev_eer)),
         key=lambda t: _sort_key(t, mode),
     )
+
+
+def best_trial(trials: list[TrialInfo], mode: str = "min") -> TrialInfo | None:
+    """The trial with the best dev EER at any epoch, among those with a best checkpoint."""
+    ranked = rank_trials(trials, mode)
     return ranked[0] if ranked else None
 
 

@@ -10,6 +10,7 @@ report = one ASHA step).
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import ray
 from ray import tune
 
 from cbl.engine import fit
+from cbl.engine.frozen import FROZEN_DIR
 from cbl.sweep.asha import was_stopped
 from cbl.sweep.settings import SweepSettings
 from cbl.sweep.store import trial_dir, write_trial_state
@@ -39,12 +41,16 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     path = trial_dir(experiment_dir, trial_id)
     if was_stopped(experiment_dir, trial_id):
         return  # ASHA stopped it before the interruption: keep that decision, train nothing more
+    if _state(path) in ("finished", "stopped"):
+        # it ended after Ray's last snapshot: done, and its optimizer state may be pruned already
+        return
     sampled = dict(config)
     write_trial_state(
         path,
         trial_id=trial_id,
         params=sampled,
         state="running",
+        ended=False,  # set by the driver when no retry is left (cbl.sweep.retention prunes it then)
         error="",
         node_id=ray.get_runtime_context().get_node_id(),
         host=os.uname().nodename,
@@ -54,6 +60,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     trial_config = sweep.trial_config(sampled)
     if trial_config.train.feature_cache and not trial_config.train.feature_cache_dir:
         trial_config.train.feature_cache_dir = str(experiment_dir / "feature_cache")  # one cache for every trial
+    if not trial_config.train.frozen_dir:
+        trial_config.train.frozen_dir = str(experiment_dir / FROZEN_DIR)  # frozen weights once per experiment
     try:
         result = fit(trial_config, _TuneReporter(), path, cpus=cpus)
     except Exception as exc:
@@ -61,3 +69,10 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         write_trial_state(path, state="error", error=reason)
         raise
     write_trial_state(path, state="finished", best_dev_eer=result.best_dev_eer, best_epoch=result.best_epoch)
+
+
+def _state(path: Path) -> str:
+    try:
+        return str(json.loads((path / "trial.json").read_text()).get("state", ""))
+    except (OSError, ValueError):
+        return ""
