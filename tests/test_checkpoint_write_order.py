@@ -117,6 +117,7 @@ def test_training_keeps_previous_checkpoint_only_when_asked(tmp_path, keep_previ
     config = resolve_config(None, [*TINY, *sets], demo=True)
     fit(config, None, tmp_path)
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert names == (["best.pt", "last.pt", "previous.pt"] if keep_previous else ["best.pt", "last.pt"])
+    resume_files = ["last.pt", "previous.pt"] if keep_previous else ["last.pt"]
+    assert names == ["best.pt", "best_dev_scores.txt", *resume_files]
     payload, _ = resume_payload(tmp_path, config)
     assert payload is not None and payload["epoch"] == 1

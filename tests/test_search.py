@@ -93,7 +93,9 @@ def test_ended_trials_keep_no_optimizer_state_and_only_the_best_two_keep_best(gr
     trials = read_trials(experiment)
     left = {t.trial_id: sorted(p.name for p in (t.path / "checkpoints").iterdir()) for t in trials}
     ranked = sorted(trials, key=lambda t: t.best_dev_eer)
-    assert [left[t.trial_id] for t in ranked] == [["best.pt"], ["best.pt"], []], left
+    # best_dev_scores.txt (small) stays with every trial: status compares pruned trials with the best too
+    kept = [["best.pt", "best_dev_scores.txt"], ["best.pt", "best_dev_scores.txt"], ["best_dev_scores.txt"]]
+    assert [left[t.trial_id] for t in ranked] == kept, left
     assert all(t.epochs == 2 and (t.path / "metrics.jsonl").is_file() for t in trials)  # history kept
     summary = json.loads((experiment / "final_eval" / "summary-eval.json").read_text())
     assert summary["trial_id"] == ranked[0].trial_id  # evaluated, and its checkpoint kept
