@@ -1,4 +1,4 @@
 """cbl: hyperparameter search for audio deepfake detection with a bonafide-only cluster metric loss."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["__version__"]
