@@ -307,7 +307,8 @@ def test_a_kill_right_after_a_trial_ends_while_its_checkpoints_are_pruned_resume
     trials = [t for t in read_trials(experiment) if t.state != "lost"]
     assert len(trials) == 3 and all(t.state == "finished" and t.epochs == 3 for t in trials), output
     assert (done.path / "metrics.jsonl").read_bytes() == history, "the ended trial was trained again"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt"]  # K=3 of 3: every best.pt kept
+    # K=3 of 3: every best.pt kept; best_dev_scores.txt stays with every trial
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best.pt", "best_dev_scores.txt"]
     assert (checkpoints / "best.pt").read_bytes() == best
 
 

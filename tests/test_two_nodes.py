@@ -48,7 +48,9 @@ def test_sweep_runs_trials_on_both_nodes(tmp_path):
         "--storage",
         str(tmp_path / "runs"),
         "--no-final-eval",
-        *as_set_args((*TINY_SWEEP, QUICK_CENTERS, "train.epochs=1", "loss.num_clusters=2")),
+        # 3 epochs: a trial must outlast the next one's start, or Ray may run all three on the freed head node
+        # one after another (seen with 1-epoch tiny trials on a quiet machine and under load alike)
+        *as_set_args((*TINY_SWEEP, QUICK_CENTERS, "train.epochs=3", "loss.num_clusters=2")),
     ]
     proc = subprocess.run([sys.executable, "-c", SCRIPT, *args], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
