@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from cbl.cli.options import experiment_argument
+
 __all__ = ["COMMANDS", "export_command"]
 
 
 @click.command("export")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@experiment_argument
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 def export_command(experiment_dir: Path, out_dir: Path) -> None:
     """Write a reproducibility bundle of a finished sweep to OUT_DIR.

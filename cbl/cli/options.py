@@ -16,6 +16,7 @@ __all__ = [
     "config_file",
     "corpus_option",
     "demo_option",
+    "experiment_argument",
     "on_corpora_option",
     "set_option",
     "split_choice",
@@ -75,3 +76,6 @@ on_corpora_option = click.option(
     help="Score the best checkpoint on this corpus root instead (repeatable; CORPUS: asvspoof2019_la, "
     "asvspoof2021_la, asvspoof2021_df, in_the_wild, or folder=PROTOCOL): one summary, final_eval/summary.md.",
 )
+
+# EXPERIMENT_DIR of every command that reads an experiment folder
+experiment_argument = click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from cbl.cli.options import experiment_argument
+
 __all__ = ["COMMANDS", "prune_command"]
 
 
 @click.command("prune")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@experiment_argument
 @click.option(
     "--keep-best",
     type=click.IntRange(min=1),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from cbl.cli.options import experiment_argument
 from cbl.errors import CblError
 
 __all__ = [
@@ -22,7 +23,7 @@ __all__ = [
 
 
 @click.command("status")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@experiment_argument
 def status_command(experiment_dir: Path) -> None:
     """Table of trials (state, parameters, epochs, best dev EER and its 95% CI), best first; works while a sweep runs.
 
@@ -79,7 +80,7 @@ def echo_cache(experiment_dir: Path) -> None:
 
 
 @click.command("tensorboard")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@experiment_argument
 @click.option("--port", type=int, default=6006, show_default=True)
 @click.option("--print-only", is_flag=True, help="Print the command instead of starting TensorBoard.")
 def tensorboard_command(experiment_dir: Path, port: int, print_only: bool) -> None:
@@ -91,7 +92,7 @@ def tensorboard_command(experiment_dir: Path, port: int, print_only: bool) -> No
 
 
 @click.command("report")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@experiment_argument
 @click.option(
     "--out",
     "out_dir",

@@ -15,6 +15,7 @@ from cbl.cli.options import (
     asv_scores_option,
     corpus_option,
     demo_option,
+    experiment_argument,
     on_corpora_option,
     set_option,
     split_choice,
@@ -226,7 +227,7 @@ def _sweep(settings, spec, address, resume, retry_errored, final_seeds, no_final
 
 
 @click.command("resume")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@experiment_argument
 @click.option("--address", default=None, envvar="RAY_ADDRESS", help="Join a Ray cluster instead of a local Ray.")
 @click.option(
     "--retry-errored",
@@ -282,7 +283,7 @@ def _resume_finished(experiment_dir: Path, sweep: dict, final_seeds: int | None,
 
 
 @click.command("best")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@experiment_argument
 @click.option(
     "--export",
     "export_path",
@@ -305,7 +306,7 @@ def best_command(experiment_dir: Path, export_path: Path | None) -> None:
 
 
 @click.command("final-eval")
-@click.argument("experiment_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@experiment_argument
 @click.option("--split", type=split_choice("train"), default="eval", show_default=True)
 @click.option(
     "--protocol",
